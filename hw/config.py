@@ -1,0 +1,304 @@
+"""The layer configuration: one frozen dataclass that drives the generator, the golden model and
+the tests.
+
+A configuration is loaded from a TOML file with a single ``[layer]`` table whose keys are the
+field names of :class:`LayerConfig`. Unknown keys, missing required keys, wrong types and
+impossible values are errors that name the key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+__all__ = ["ConfigError", "LayerConfig", "MAX_WIDTH", "signed_width"]
+
+
+#: The widest operand, accumulator or parameter the generator accepts.
+MAX_WIDTH = 64
+
+OVERFLOW_MODES = ("wrap", "saturate")
+
+
+class ConfigError(ValueError):
+    """A layer configuration (or the file that holds it) is malformed or impossible."""
+
+
+def signed_width(lo, hi):
+    """Return the fewest bits of a two's-complement signed integer that hold ``[lo, hi]``.
+
+    Parameters
+    ----------
+    lo, hi : int
+        The inclusive range; ``lo <= hi``.
+    """
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        raise ValueError(f"empty range [{lo}, {hi}]")
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+def _check_int(name, value, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        if hi is None:
+            raise ConfigError(f"{name} must be at least {lo}, not {value!r}")
+        raise ConfigError(f"{name} must be between {lo} and {hi}, not {value!r}")
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One fully connected layer: a ``rows × cols`` MAC array, accumulator and requantization.
+
+    Parameters
+    ----------
+    name : str
+        Verilog module name; a Verilog identifier.
+    in_features : int
+        ``K``, the length of each dot product. ``cols`` must divide it.
+    out_features : int
+        ``N``, the number of output channels. ``rows`` must divide it.
+    rows, cols : int
+        Shape of the MAC array: ``rows`` accumulators, ``cols`` products summed per beat.
+    a_bits, a_signed : int, bool
+        Activation width and signedness.
+    w_bits : int
+        Weight width (signed two's complement).
+    acc_bits : int
+        Accumulator width (signed); at least the product width ``a_bits + w_bits``.
+    overflow : {"wrap", "saturate"}
+        What the accumulator does with a value that does not fit.
+    m_bits, b_bits : int
+        Widths of the signed requantization multiplier ``M`` and offset ``B``.
+    s_max : int
+        Largest right shift ``S`` of the requantization unit.
+    shared_shift : bool
+        One ``S`` for the whole layer instead of one per channel.
+    out_bits, out_signed : int, bool
+        Output width and signedness.
+    relu : bool
+        Clamp outputs below at 0.
+
+    Raises
+    ------
+    ConfigError
+        Any value that is of the wrong type or impossible; the message names the key and value.
+    """
+
+    name: str = "layer"
+    in_features: int = 16
+    out_features: int = 8
+    rows: int = 1
+    cols: int = 1
+    a_bits: int = 8
+    a_signed: bool = False
+    w_bits: int = 8
+    acc_bits: int = 32
+    overflow: str = "wrap"
+    m_bits: int = 16
+    b_bits: int = 32
+    s_max: int = 31
+    shared_shift: bool = False
+    out_bits: int = 8
+    out_signed: bool = False
+    relu: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier() or \
+                not self.name.isascii() or self.name.startswith("_"):
+            raise ConfigError(f"name must be a Verilog identifier (letters, digits, '_', "
+                              f"not starting with a digit or '_'), not {self.name!r}")
+        _check_int("in_features", self.in_features, 1, 1 << 20)
+        _check_int("out_features", self.out_features, 1, 1 << 20)
+        _check_int("rows", self.rows, 1, 256)
+        _check_int("cols", self.cols, 1, 256)
+        if self.in_features % self.cols:
+            raise ConfigError(f"cols must divide in_features ({self.in_features}), "
+                              f"not {self.cols}")
+        if self.out_features % self.rows:
+            raise ConfigError(f"rows must divide out_features ({self.out_features}), "
+                              f"not {self.rows}")
+        _check_bool("a_signed", self.a_signed)
+        for key in ("a_bits", "w_bits", "acc_bits", "m_bits", "b_bits", "out_bits"):
+            _check_int(key, getattr(self, key), 1, MAX_WIDTH)
+        if self.w_bits < 2:
+            raise ConfigError(f"w_bits must be at least 2 (signed weights), not {self.w_bits}")
+        if self.m_bits < 2:
+            raise ConfigError(f"m_bits must be at least 2 (signed multiplier), "
+                              f"not {self.m_bits}")
+        if self.acc_bits < self.product_bits:
+            raise ConfigError(f"acc_bits must be at least the product width "
+                              f"a_bits + w_bits = {self.product_bits}, not {self.acc_bits}")
+        if self.overflow not in OVERFLOW_MODES:
+            raise ConfigError(f"overflow must be one of {', '.join(map(repr, OVERFLOW_MODES))}, "
+                              f"not {self.overflow!r}")
+        _check_int("s_max", self.s_max, 0, 2 * MAX_WIDTH)
+        _check_bool("shared_shift", self.shared_shift)
+        _check_bool("out_signed", self.out_signed)
+        _check_bool("relu", self.relu)
+        if self.out_signed and self.out_bits < 2:
+            raise ConfigError(f"out_bits must be at least 2 for a signed output, "
+                              f"not {self.out_bits}")
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, table, *, source="configuration"):
+        """Build a configuration from a mapping of keys, refusing unknown keys."""
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [layer] must be a table, not {table!r}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key {unknown[0]!r} in [layer] "
+                              f"(known keys: {', '.join(sorted(known))})")
+        required = ("in_features", "out_features")
+        for key in required:
+            if key not in table:
+                raise ConfigError(f"{source}: missing required key {key!r} in [layer]")
+        try:
+            return cls(**table)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_toml(cls, path):
+        """Load a configuration from a TOML file holding one ``[layer]`` table."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read configuration {str(path)!r}: "
+                              f"{error.strerror}") from None
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: malformed TOML: {error}") from None
+        extra = sorted(set(document) - {"layer"})
+        if extra:
+            raise ConfigError(f"{path}: unknown table or key {extra[0]!r}; "
+                              f"the file must hold one [layer] table")
+        if "layer" not in document:
+            raise ConfigError(f"{path}: no [layer] table")
+        return cls.from_dict(document["layer"], source=str(path))
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_toml(self):
+        lines = ["[layer]"]
+        for key, value in self.to_dict().items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = f'"{value}"'
+            else:
+                text = str(value)
+            lines.append(f"{key} = {text}")
+        return "\n".join(lines) + "\n"
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    # -- derived quantities -------------------------------------------------------------------
+
+    @property
+    def K(self):
+        return self.in_features
+
+    @property
+    def N(self):
+        return self.out_features
+
+    @property
+    def beats(self):
+        """Beats per dot product, ``K / cols``."""
+        return self.in_features // self.cols
+
+    @property
+    def folds(self):
+        """Output beats per input vector, ``N / rows``."""
+        return self.out_features // self.rows
+
+    @property
+    def x_min(self):
+        return -(1 << (self.a_bits - 1)) if self.a_signed else 0
+
+    @property
+    def x_max(self):
+        return (1 << (self.a_bits - 1)) - 1 if self.a_signed else (1 << self.a_bits) - 1
+
+    @property
+    def w_min(self):
+        return -(1 << (self.w_bits - 1))
+
+    @property
+    def w_max(self):
+        return (1 << (self.w_bits - 1)) - 1
+
+    @property
+    def product_bits(self):
+        """Width that holds every product ``x·w`` (``a_bits + w_bits``)."""
+        return self.a_bits + self.w_bits
+
+    @property
+    def beat_sum_bits(self):
+        """Width that holds every exact sum of ``cols`` products."""
+        corners = [x * w for x in (self.x_min, self.x_max) for w in (self.w_min, self.w_max)]
+        return signed_width(self.cols * min(corners), self.cols * max(corners))
+
+    @property
+    def acc_min(self):
+        return -(1 << (self.acc_bits - 1))
+
+    @property
+    def acc_max(self):
+        return (1 << (self.acc_bits - 1)) - 1
+
+    @property
+    def m_min(self):
+        return -(1 << (self.m_bits - 1))
+
+    @property
+    def m_max(self):
+        return (1 << (self.m_bits - 1)) - 1
+
+    @property
+    def b_min(self):
+        return -(1 << (self.b_bits - 1))
+
+    @property
+    def b_max(self):
+        return (1 << (self.b_bits - 1)) - 1
+
+    @property
+    def s_bits(self):
+        """Width of the unsigned shift amount, enough for ``s_max``."""
+        return max(1, self.s_max.bit_length())
+
+    @property
+    def y_min(self):
+        lo = -(1 << (self.out_bits - 1)) if self.out_signed else 0
+        return max(lo, 0) if self.relu else lo
+
+    @property
+    def y_max(self):
+        return (1 << (self.out_bits - 1)) - 1 if self.out_signed else (1 << self.out_bits) - 1
+
+    @property
+    def datatype_acc_bits(self):
+        """The data-type bound ``a_bits + w_bits + ceil(log2 K)``."""
+        return self.a_bits + self.w_bits + math.ceil(math.log2(self.in_features))
