@@ -1,0 +1,189 @@
+"""The MAC array: ``rows × cols`` multipliers, one exact adder tree per row, ``rows``
+accumulators with the overflow mode and sticky overflow flag of the arithmetic contract."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+from .config import signed_width
+
+
+__all__ = ["MacArray"]
+
+
+class MacArray(wiring.Component):
+    """``rows`` dot products computed ``cols`` products per beat.
+
+    Each input beat carries ``cols`` activations and a ``rows × cols`` weight tile. Row ``r``
+    forms the ``cols`` exact products ``x[c]·w[r][c]``, sums them in an exact adder tree (the
+    beat sum, ``cfg.beat_sum_bits`` wide) and updates its ``acc_bits`` signed accumulator::
+
+        acc = OV(beat_sum)          on a beat marked ``first``
+        acc = OV(acc + beat_sum)    on every other beat
+
+    ``OV`` wraps or saturates (``cfg.overflow``); the sticky ``overflow`` flag of a row is set
+    when ``OV`` changed a value and cleared by the next ``first`` beat. A beat marked ``last``
+    (it may also be ``first``) produces one output beat holding the ``rows`` accumulators.
+
+    Pipeline: registered products, then the adder tree with one register every
+    ``levels_per_stage`` adder levels (``ceil(log2(cols))`` levels in all), then the
+    accumulator register, which is also the output register.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        Uses ``rows``, ``cols``, ``a_bits``, ``a_signed``, ``w_bits``, ``acc_bits``, ``overflow``.
+    levels_per_stage : int
+        Adder-tree levels between two pipeline registers (default 1: a register after every
+        level).
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.mac_input_layout(cfg)))
+        Input beats.
+    o : Out(stream.Signature(layouts.mac_output_layout(cfg)))
+        One beat per input beat marked ``last``.
+
+    Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
+    ``t + latency`` when ``o`` does not stall, with
+    ``latency = 2 + ceil(ceil(log2(cols)) / levels_per_stage)``. Throughput is one beat per
+    cycle. The pipeline has one global enable, ``en = ~o.valid | o.ready``, and ``i.ready = en``:
+    a stall on ``o`` freezes every stage, so nothing is lost, duplicated or reordered.
+    ``o.valid`` is a register and never depends on ``o.ready``.
+
+    Raises
+    ------
+    ValueError
+        ``levels_per_stage`` is not a positive integer.
+    """
+
+    def __init__(self, cfg, *, levels_per_stage=1):
+        if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int) or \
+                levels_per_stage < 1:
+            raise ValueError(f"levels_per_stage must be a positive integer, "
+                             f"not {levels_per_stage!r}")
+        self.cfg = cfg
+        self.levels_per_stage = levels_per_stage
+        self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
+        self.tree_stages = -(-self.tree_levels // levels_per_stage)
+        #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
+        self.latency = 2 + self.tree_stages
+        super().__init__({
+            "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
+            "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
+        })
+
+    def _sum_bits(self, count):
+        """Width of an exact sum of ``count`` products."""
+        cfg = self.cfg
+        corners = [x * w for x in (cfg.x_min, cfg.x_max) for w in (cfg.w_min, cfg.w_max)]
+        return signed_width(count * min(corners), count * max(corners))
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+
+        en = Signal()
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(en),
+        ]
+
+        # Stage 1: registered products. ``x·w`` fits ``product_bits`` signed for either
+        # signedness of ``x``; the slice drops the extra bit of an unsigned-by-signed product.
+        valid = Signal(name="product_valid")
+        first = Signal(name="product_first")
+        last  = Signal(name="product_last")
+        product_bits = self._sum_bits(1)
+        rows = []
+        for r in range(cfg.rows):
+            row = []
+            for c in range(cfg.cols):
+                product = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                with m.If(en):
+                    m.d.sync += product.eq(
+                        (self.i.p.x[c] * self.i.p.w[r][c])[:product_bits].as_signed())
+                row.append((product, 1))
+            rows.append(row)
+        with m.If(en):
+            m.d.sync += [
+                valid.eq(self.i.valid),
+                first.eq(self.i.p.first),
+                last.eq(self.i.p.last),
+            ]
+
+        # Adder tree: each node is (signal, number of products it sums), so that every node has
+        # exactly the width its range needs. A register after every `levels_per_stage` levels.
+        for level in range(self.tree_levels):
+            registered = (level + 1) % self.levels_per_stage == 0 or \
+                level + 1 == self.tree_levels
+            domain = m.d.sync if registered else m.d.comb
+            next_rows = []
+            for r, row in enumerate(rows):
+                next_row = []
+                for k in range(0, len(row), 2):
+                    pair = row[k:k + 2]
+                    count = sum(n for _, n in pair)
+                    node = Signal(signed(self._sum_bits(count)), name=f"sum_l{level + 1}_{r}_{k // 2}")
+                    if len(pair) == 2:
+                        (a, _), (b, _) = pair
+                        value = (a + b)[:len(node)].as_signed()
+                    else:
+                        value = pair[0][0]
+                    if registered:
+                        with m.If(en):
+                            domain += node.eq(value)
+                    else:
+                        domain += node.eq(value)
+                    next_row.append((node, count))
+                next_rows.append(next_row)
+            rows = next_rows
+            if registered:
+                valid_next = Signal(name=f"sum_l{level + 1}_valid")
+                first_next = Signal(name=f"sum_l{level + 1}_first")
+                last_next  = Signal(name=f"sum_l{level + 1}_last")
+                with m.If(en):
+                    m.d.sync += [
+                        valid_next.eq(valid),
+                        first_next.eq(first),
+                        last_next.eq(last),
+                    ]
+                valid, first, last = valid_next, first_next, last_next
+
+        # Accumulators, which are also the output registers.
+        acc_lo = -(1 << (cfg.acc_bits - 1))
+        acc_hi = (1 << (cfg.acc_bits - 1)) - 1
+        beat_sum_bits = cfg.beat_sum_bits
+        exact_bits = max(cfg.acc_bits, beat_sum_bits) + 1
+        for r, row in enumerate(rows):
+            (beat_sum, count), = row
+            assert count == cfg.cols and len(beat_sum) == beat_sum_bits
+            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}")
+            flag = Signal(name=f"overflow_{r}")
+            exact = Signal(signed(exact_bits), name=f"exact_{r}")
+            acc_next = Signal(signed(cfg.acc_bits), name=f"acc_next_{r}")
+            changed = Signal(name=f"changed_{r}")
+            m.d.comb += exact.eq(Mux(first, beat_sum, acc + beat_sum))
+            # OV changes the value exactly when the bits from acc_bits - 1 up are not all equal.
+            top = exact[cfg.acc_bits - 1:]
+            m.d.comb += changed.eq(~(top.all() | ~top.any()))
+            if cfg.overflow == "wrap":
+                m.d.comb += acc_next.eq(exact[:cfg.acc_bits].as_signed())
+            else:
+                m.d.comb += acc_next.eq(Mux(changed,
+                                            Mux(exact[-1], acc_lo, acc_hi),
+                                            exact[:cfg.acc_bits].as_signed()))
+            with m.If(en & valid):
+                m.d.sync += [
+                    acc.eq(acc_next),
+                    flag.eq(changed | (flag & ~first)),
+                ]
+            m.d.comb += [
+                self.o.p.acc[r].eq(acc),
+                self.o.p.overflow[r].eq(flag),
+            ]
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(valid & last)
+
+        return m
