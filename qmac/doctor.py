@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,9 @@ def _first_line(command):
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as error:
         return None, str(error)
-    text = (result.stdout.strip() or result.stderr.strip()).splitlines()
-    return result.returncode, text[0] if text else ""
+    lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines()
+             if line.strip() and not line.startswith("Preparing to run")]
+    return result.returncode, lines[0] if lines else ""
 
 
 def _script(name, purpose, version_args=("--version",)):
@@ -51,6 +53,9 @@ def _script(name, purpose, version_args=("--version",)):
     if path is None:
         return Tool(name, purpose, False)
     code, line = _first_line([str(path), *version_args])
+    version = re.search(r"\(Version ([^)]+)\)", line)
+    if version:
+        line = version.group(1)
     if code != 0:
         return Tool(name, purpose, False, "", f"{path} (fails to run: {line})")
     return Tool(name, purpose, True, line, str(path))

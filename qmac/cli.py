@@ -1,0 +1,100 @@
+"""The ``qmac`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _doctor(args):
+    from .doctor import doctor
+    return doctor()
+
+
+def _generate(args):
+    from .flow import generate
+    return generate(args)
+
+
+def _simulate(args):
+    from .flow import simulate
+    return simulate(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="qmac",
+        description="Generate bit-exact FPGA hardware for quantized neural-network layers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    doctor = commands.add_parser(
+        "doctor", help="check that every tool of the flow is installed",
+        description="Print each tool the flow uses, where it was found and its version. "
+                    "Exits non-zero, naming what is missing, when a tool is absent.")
+    doctor.set_defaults(run=_doctor)
+
+    generate = commands.add_parser(
+        "generate", help="write the Verilog of a layer engine (or of the bare blocks)",
+        description="Write DIR/<name>.v (the layer engine with its weights and requantization "
+                    "parameters baked in) and DIR/manifest.json. Without --weights/--requant, "
+                    "write the bare MAC array (DIR/<name>_mac.v) and requantization unit "
+                    "(DIR/<name>_requant.v).")
+    generate.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+    generate.add_argument("--weights", metavar="W.npy",
+                          help="integer weights, shape (out_features, in_features)")
+    generate.add_argument("--requant", metavar="R.npz",
+                          help="requantization parameters: integer arrays M, B, S")
+    generate.add_argument("-o", "--output", metavar="DIR", required=True,
+                          help="output folder (created if absent)")
+    generate.add_argument("--allow-overflow", action="store_true",
+                          help="accept weights that can overflow the accumulator")
+    generate.set_defaults(run=_generate)
+
+    simulate = commands.add_parser(
+        "simulate", help="run a batch through the generated layer engine under Verilator",
+        description="Run input vectors through the layer engine's Verilog under Verilator "
+                    "(cocotb testbench) and write the outputs.")
+    simulate.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+    simulate.add_argument("--weights", metavar="W.npy", required=True,
+                          help="integer weights, shape (out_features, in_features)")
+    simulate.add_argument("--requant", metavar="R.npz", required=True,
+                          help="requantization parameters: integer arrays M, B, S")
+    simulate.add_argument("--inputs", metavar="X.npy", required=True,
+                          help="integer input vectors, shape (batch, in_features)")
+    simulate.add_argument("-o", "--output", metavar="Y.npy", required=True,
+                          help="where to write the outputs, shape (batch, out_features)")
+    simulate.add_argument("--check", action="store_true",
+                          help="compare with the golden model; exit 1 on any mismatch")
+    simulate.add_argument("--stall", type=float, default=0.0, metavar="P",
+                          help="probability of an input gap and of ready low per cycle "
+                               "(default 0)")
+    simulate.add_argument("--seed", type=int, default=0, metavar="N",
+                          help="seed of the stall pattern (default 0)")
+    simulate.add_argument("--waves", metavar="FILE",
+                          help="write a trace (.fst or .vcd)")
+    simulate.add_argument("--build-dir", metavar="DIR",
+                          help="Verilator build folder (default: a cache folder per design)")
+    simulate.add_argument("--allow-overflow", action="store_true",
+                          help="accept weights that can overflow the accumulator")
+    simulate.set_defaults(run=_simulate)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("qmac: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001
+        from .flow import UserError
+        if isinstance(error, UserError):
+            print(f"qmac {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

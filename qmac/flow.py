@@ -1,0 +1,296 @@
+"""What the ``generate`` and ``simulate`` commands do: load files, check them, build, report."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from hw.config import ConfigError, LayerConfig
+from sim import golden
+from .accumulator import AccumulatorOverflowError, check_accumulator
+
+
+__all__ = ["UserError", "load_weights", "load_requant", "load_inputs", "manifest",
+           "generate", "simulate"]
+
+
+class UserError(Exception):
+    """A problem with what the user gave us: a file, a value, a flag."""
+
+
+_USER_ERRORS = (ConfigError, golden.RangeError, AccumulatorOverflowError)
+
+
+def _load_npy(path, what):
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{what} file {str(path)!r} does not exist") from None
+    except (ValueError, OSError) as error:
+        raise UserError(f"{what} file {str(path)!r} is not a valid .npy file: {error}") from None
+    if not isinstance(array, np.ndarray):
+        raise UserError(f"{what} file {str(path)!r} must hold one array, not an archive")
+    if array.dtype.kind not in "iu":
+        raise UserError(f"{what} file {str(path)!r} must hold integers, not {array.dtype}")
+    return array
+
+
+def load_weights(cfg, path):
+    """Load and check integer weights ``(out_features, in_features)``."""
+    try:
+        return golden.check_weights(cfg, _load_npy(path, "weights"))
+    except golden.RangeError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def load_inputs(cfg, path):
+    """Load and check integer inputs ``(batch, in_features)``."""
+    try:
+        return golden.check_inputs(cfg, _load_npy(path, "inputs"))
+    except golden.RangeError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def load_requant(cfg, path):
+    """Load and check requantization parameters ``M``, ``B``, ``S`` from an ``.npz`` file."""
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"requant file {str(path)!r} does not exist") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise UserError(f"requant file {str(path)!r} is not a valid .npz file: {error}") from None
+    if not hasattr(archive, "files"):
+        raise UserError(f"requant file {str(path)!r} must be an .npz archive with arrays "
+                        f"M, B, S")
+    missing = [key for key in ("M", "B", "S") if key not in archive.files]
+    if missing:
+        raise UserError(f"requant file {str(path)!r} lacks array {missing[0]!r} "
+                        f"(it holds {', '.join(archive.files) or 'nothing'})")
+    extra = sorted(set(archive.files) - {"M", "B", "S"})
+    if extra:
+        raise UserError(f"requant file {str(path)!r} holds an unknown array {extra[0]!r}")
+    arrays = []
+    for key in ("M", "B", "S"):
+        array = archive[key]
+        if array.dtype.kind not in "iu":
+            raise UserError(f"{path}: {key} must hold integers, not {array.dtype}")
+        arrays.append(array)
+    try:
+        return golden.check_requant(cfg, *arrays)
+    except golden.RangeError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def _load_config(path):
+    try:
+        return LayerConfig.from_toml(path)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+
+
+def _versions():
+    from hw.verilog import yosys_version
+    from sim.tools import verilator_version
+    versions = {}
+    for package in ("qmac", "amaranth", "numpy", "cocotb"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["yosys"] = yosys_version()
+    versions["verilator"] = verilator_version()
+    return versions
+
+
+def _ports(component):
+    """Port list of a component as ``[{name, direction, width}]`` (with clk and rst)."""
+    from amaranth.lib import wiring
+    ports = [{"name": "clk", "direction": "input", "width": 1},
+             {"name": "rst", "direction": "input", "width": 1}]
+    for path, member, value in component.signature.flatten(component):
+        ports.append({"name": "__".join(map(str, path)),
+                      "direction": "input" if member.flow == wiring.In else "output",
+                      "width": len(value.as_value()) if hasattr(value, "as_value")
+                      else len(value)})
+    return ports
+
+
+def _stream_fields(layout):
+    from hw.layouts import flat_fields
+    return [{"field": ".".join(map(str, path)), "offset": offset, "width": width,
+             "signed": is_signed} for path, offset, width, is_signed in flat_fields(layout)]
+
+
+def manifest(cfg, component, *, kind, verilog_file, extra=None):
+    """The manifest of one generated module: ports, payload layouts, latency, tool versions."""
+    from hw import layouts
+    payloads = {
+        "mac": (layouts.mac_input_layout(cfg), layouts.mac_output_layout(cfg)),
+        "requant": (layouts.requant_input_layout(cfg), layouts.requant_output_layout(cfg)),
+        "engine": (layouts.engine_input_layout(cfg), layouts.engine_output_layout(cfg)),
+    }[kind]
+    entry = {
+        "kind": kind,
+        "module": verilog_file.removesuffix(".v"),
+        "verilog": verilog_file,
+        "ports": _ports(component),
+        "streams": {"i": {"payload_width": payloads[0].size, "fields": _stream_fields(payloads[0])},
+                    "o": {"payload_width": payloads[1].size,
+                          "fields": _stream_fields(payloads[1])}},
+        "latency_cycles": getattr(component, "latency", None),
+    }
+    entry.update(extra or {})
+    return entry
+
+
+def _sha256(array):
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(array, dtype=np.int64)).tobytes()
+                          ).hexdigest()
+
+
+def _engine(cfg, weights, M, B, S):
+    from hw.engine import LayerEngine
+    return LayerEngine(cfg, weights, M, B, S)
+
+
+def generate(args):
+    """``qmac generate``: write Verilog and ``manifest.json``."""
+    from hw.verilog import convert
+    cfg = _load_config(args.config)
+    out = Path(args.output)
+    if (args.weights is None) != (args.requant is None):
+        raise UserError("give both --weights and --requant (a layer engine), or neither "
+                        "(the bare MAC array and requantization unit)")
+    out.mkdir(parents=True, exist_ok=True)
+    modules = []
+    started = time.perf_counter()
+    if args.weights is not None:
+        weights = load_weights(cfg, args.weights)
+        M, B, S = load_requant(cfg, args.requant)
+        try:
+            report = check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
+        except AccumulatorOverflowError as error:
+            raise UserError(f"{error} (use --allow-overflow)") from None
+        engine = _engine(cfg, weights, M, B, S)
+        verilog_file = f"{cfg.name}.v"
+        print(f"generating layer engine {cfg.name}: K={cfg.K} N={cfg.N} array "
+              f"{cfg.rows}x{cfg.cols} ...", file=sys.stderr)
+        (out / verilog_file).write_text(convert(engine, name=cfg.name))
+        modules.append(manifest(cfg, engine, kind="engine", verilog_file=verilog_file, extra={
+            "cycles_per_vector": engine.cycles(1),
+            "parameters": {
+                "weights_sha256": _sha256(weights),
+                "M": [int(v) for v in M], "B": [int(v) for v in B], "S": [int(v) for v in S],
+            },
+            "accumulator": {"acc_bits": cfg.acc_bits, "min_safe_acc_bits": report.min_acc_bits,
+                            "datatype_bound_bits": report.datatype_bits,
+                            "l1_bound_bits": report.l1_bits, "safe": report.safe,
+                            "channel_lo": [int(v) for v in report.lo],
+                            "channel_hi": [int(v) for v in report.hi]},
+        }))
+    else:
+        from hw.mac_array import MacArray
+        from hw.requant import Requantizer
+        for kind, component, suffix in (("mac", MacArray(cfg), "mac"),
+                                        ("requant", Requantizer(cfg), "requant")):
+            verilog_file = f"{cfg.name}_{suffix}.v"
+            print(f"generating {kind} block {verilog_file} ...", file=sys.stderr)
+            (out / verilog_file).write_text(convert(component, name=f"{cfg.name}_{suffix}"))
+            modules.append(manifest(cfg, component, kind=kind, verilog_file=verilog_file))
+    document = {"name": cfg.name, "config": cfg.to_dict(), "modules": modules,
+                "tools": _versions()}
+    (out / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
+    for module in modules:
+        print(f"wrote {out / module['verilog']}", file=sys.stderr)
+    print(f"wrote {out / 'manifest.json'} ({time.perf_counter() - started:.1f} s)",
+          file=sys.stderr)
+    return 0
+
+
+def _build_dir(cfg, args, verilog_key):
+    if args.build_dir:
+        return Path(args.build_dir)
+    digest = hashlib.sha256(verilog_key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "qmac-build" / f"{cfg.name}-{digest}"
+
+
+def simulate(args):
+    """``qmac simulate``: run a batch through the layer engine under Verilator + cocotb."""
+    from sim import beats
+    from sim.runner import build, run_stream
+    cfg = _load_config(args.config)
+    weights = load_weights(cfg, args.weights)
+    M, B, S = load_requant(cfg, args.requant)
+    x = load_inputs(cfg, args.inputs)
+    if not 0.0 <= args.stall < 1.0:
+        raise UserError(f"--stall must be a probability in [0, 1), not {args.stall}")
+    if args.waves and not args.waves.endswith((".fst", ".vcd")):
+        raise UserError(f"--waves must name a .fst or .vcd file, not {args.waves!r}")
+    try:
+        check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
+    except AccumulatorOverflowError as error:
+        raise UserError(f"{error} (use --allow-overflow)") from None
+    waves = None if args.waves is None else args.waves.rsplit(".", 1)[1]
+    engine = _engine(cfg, weights, M, B, S)
+    key = json.dumps([cfg.to_dict(), _sha256(weights), [int(v) for v in M],
+                      [int(v) for v in B], [int(v) for v in S], waves])
+    build_dir = _build_dir(cfg, args, key)
+    print(f"building {cfg.name} under Verilator in {build_dir} ...", file=sys.stderr)
+    built = build(engine, name=cfg.name, build_dir=build_dir, waves=waves)
+    if built.build_seconds:
+        print(f"built in {built.build_seconds:.1f} s", file=sys.stderr)
+    else:
+        print("reused the cached build", file=sys.stderr)
+    inputs = beats.engine_beats(cfg, x)
+    n_outputs = len(x) * cfg.folds
+    print(f"simulating {len(x)} vectors ({len(inputs)} input beats, {n_outputs} output beats, "
+          f"stall {args.stall}) ...", file=sys.stderr)
+    run = run_stream(built, inputs, n_outputs=n_outputs, stall=args.stall, seed=args.seed,
+                     waves_file=args.waves)
+    if run.timed_out:
+        raise UserError(f"the simulation timed out after {run.cycles} cycles with "
+                        f"{len(run.outputs)} of {n_outputs} output beats")
+    if run.extra:
+        raise UserError(f"the engine sent {len(run.extra)} output beat(s) more than "
+                        f"{n_outputs}")
+    y, flags, last = beats.engine_outputs(cfg, run.outputs)
+    np.save(args.output, y)
+    rate = run.cycles / run.seconds if run.seconds else 0.0
+    print(f"wrote {args.output}: {len(x)} vectors in {run.cycles} cycles, {run.seconds:.2f} s "
+          f"({rate:,.0f} cycles/s)", file=sys.stderr)
+    if flags.any():
+        print(f"note: accumulator overflow flag set in {int(flags.sum())} of {flags.size} "
+              f"outputs", file=sys.stderr)
+    if args.check:
+        want = golden.layer(cfg, x, weights, M, B, S)
+        want_last = np.tile(np.arange(cfg.folds) == cfg.folds - 1, len(x))
+        mismatch = np.argwhere(np.asarray(y != want.y, dtype=bool))
+        flag_mismatch = np.argwhere(flags != want.overflow)
+        if len(mismatch):
+            v, c = (int(i) for i in mismatch[0])
+            print(f"MISMATCH: {len(mismatch)} outputs differ; first at vector {v}, channel {c}: "
+                  f"expected {int(want.y[v, c])}, got {int(y[v, c])}", file=sys.stderr)
+            return 1
+        if len(flag_mismatch):
+            v, c = (int(i) for i in flag_mismatch[0])
+            print(f"MISMATCH: overflow flag at vector {v}, channel {c}: expected "
+                  f"{bool(want.overflow[v, c])}, got {bool(flags[v, c])}", file=sys.stderr)
+            return 1
+        if not np.array_equal(last, want_last):
+            beat = int(np.argmax(last != want_last))
+            print(f"MISMATCH: 'last' mark of output beat {beat}: expected "
+                  f"{bool(want_last[beat])}, got {bool(last[beat])}", file=sys.stderr)
+            return 1
+        print(f"check passed: {y.size} outputs equal the golden model bit for bit",
+              file=sys.stderr)
+    return 0
