@@ -243,3 +243,153 @@ def slow_mac_configs():
 @pytest.mark.parametrize("cfg", slow_mac_configs(), ids=cfg_id)
 def test_mac_array_grid(cfg):
     check_mac(cfg, seed=cfg.acc_bits, count=6)
+
+
+# -- requantizer ---------------------------------------------------------------------------------
+
+def rq_id(cfg):
+    """A readable test id: ``2r-acc8-m4-b8-s31-lane-y8u``."""
+    out = f"y{cfg.out_bits}{'s' if cfg.out_signed else 'u'}{'-relu' if cfg.relu else ''}"
+    shift = "shared" if cfg.shared_shift else "lane"
+    return (f"{cfg.rows}r-acc{cfg.acc_bits}-m{cfg.m_bits}-b{cfg.b_bits}-s{cfg.s_max}-{shift}-"
+            f"{out}")
+
+
+def solve_requant(cfg, value, rng, tries=20):
+    """``(acc, M, B)`` in range with ``acc·M + B == value``, or ``None``."""
+    for attempt in range(tries):
+        m = rng.randint(cfg.m_min, cfg.m_max) if attempt else cfg.m_max
+        if m == 0:
+            continue
+        for acc in (rng.randint(cfg.acc_min, cfg.acc_max),
+                    max(cfg.acc_min, min(cfg.acc_max, value // m)),
+                    max(cfg.acc_min, min(cfg.acc_max, -(-value // m))), 0):
+            b = value - acc * m
+            if cfg.b_min <= b <= cfg.b_max:
+                return acc, m, b
+    return None
+
+
+def requant_stimulus(cfg, seed, count):
+    """Lanes ``(acc, M, B, S)``: uniform, all extremes, outputs on and just past both clamp
+    edges, and sums ``acc·M + B`` at the ties of the shift (``-1``, ``-2^S``, ``-2^S - 1``,
+    ``0``, ``2^S - 1``, ``2^S``)."""
+    rng = random.Random(seed)
+    uniform = rng.randint
+
+    lanes = []
+    for k in range(count):
+        extreme = k % 2
+        pick = (lambda lo, hi: rng.choice([lo, hi])) if extreme else uniform
+        lanes.append((pick(cfg.acc_min, cfg.acc_max), pick(cfg.m_min, cfg.m_max),
+                      pick(cfg.b_min, cfg.b_max), pick(0, cfg.s_max)))
+    for s in sorted({0, 1, cfg.s_max // 2, cfg.s_max}):
+        if s > cfg.s_max:
+            continue
+        one = 1 << s
+        values = [-1, -one, -one - 1, 0, one - 1, one]
+        for target in (cfg.y_max, cfg.y_max + 1, cfg.y_min, cfg.y_min - 1):
+            values += [target * one, target * one + one - 1, target * one + uniform(0, one - 1)]
+        for value in values:
+            solved = solve_requant(cfg, value, rng)
+            if solved is not None:
+                lanes.append((*solved, s))
+    return lanes
+
+
+def requant_beats(cfg, lanes, rng):
+    """Group lanes into beats of ``rows`` (one shift per beat with a shared shift)."""
+    beats, channels = [], []
+    while len(lanes) % cfg.rows:
+        lanes = lanes + [lanes[len(lanes) % len(lanes)]]
+    order = list(range(len(lanes)))
+    rng.shuffle(order)
+    lanes = [lanes[k] for k in order]
+    if cfg.shared_shift:
+        lanes.sort(key=lambda lane: lane[3])    # lanes of one beat share their shift
+    for k in range(0, len(lanes), cfg.rows):
+        group = lanes[k:k + cfg.rows]
+        if cfg.shared_shift:
+            group = [(acc, m, b, group[0][3]) for acc, m, b, _ in group]
+        channels += group
+        beats.append({
+            "acc": [lane[0] for lane in group],
+            "m": [lane[1] for lane in group],
+            "b": [lane[2] for lane in group],
+            "s": group[0][3] if cfg.shared_shift else [lane[3] for lane in group],
+            "overflow": [rng.randint(0, 1) for _ in group],
+            "last": rng.randint(0, 1),
+        })
+    return beats, channels
+
+
+def check_requant(cfg, *, seed=2, count=40):
+    rng = random.Random(seed)
+    beats, channels = requant_beats(cfg, requant_stimulus(cfg, seed, count), rng)
+    from hw.requant import Requantizer
+    got = stream_test(Requantizer(cfg), beats, len(beats), seed=seed)
+    n = len(channels)
+    flat_cfg = cfg.replace(out_features=n, rows=1, shared_shift=False)
+    acc, M, B, S = ([lane[k] for lane in channels] for k in range(4))
+    y = golden.requantize(flat_cfg, np.array([acc], dtype=object), np.array(M, dtype=object),
+                          np.array(B, dtype=object), np.array(S, dtype=object))[0]
+    edges = set()
+    for k, (beat, out) in enumerate(zip(beats, got)):
+        assert out.last == beat["last"], f"beat {k}: last"
+        for r in range(cfg.rows):
+            expected = int(y[k * cfg.rows + r])
+            assert out.y[r] == expected, \
+                f"beat {k}, lane {r}: (acc, M, B, S) = {channels[k * cfg.rows + r]}, " \
+                f"got y = {out.y[r]}, expected {expected}"
+            assert out.overflow[r] == beat["overflow"][r], f"beat {k}, lane {r}: overflow"
+            edges.add(expected)
+    corners = [a * m for a in (cfg.acc_min, cfg.acc_max) for m in (cfg.m_min, cfg.m_max)]
+    reachable = {edge for edge in (cfg.y_min, cfg.y_max)
+                 if min(corners) + cfg.b_min <= edge <= max(corners) + cfg.b_max}
+    assert reachable <= edges, "the stimulus missed a clamp edge"
+
+
+def rq_cfg(**changes):
+    base = dict(a_bits=1, w_bits=2, in_features=4, out_features=4, rows=1)
+    base.update(changes)
+    return LayerConfig(**base)
+
+
+RQ_CONFIGS = [
+    rq_cfg(acc_bits=3, m_bits=2, b_bits=3, s_max=0, out_bits=1),
+    rq_cfg(rows=2, acc_bits=8, m_bits=4, b_bits=8, s_max=31, out_bits=8),
+    rq_cfg(rows=3, out_features=6, acc_bits=12, m_bits=8, b_bits=24, s_max=7, out_bits=4,
+           out_signed=True, shared_shift=True),
+    rq_cfg(rows=4, acc_bits=32, m_bits=16, b_bits=32, s_max=31, out_bits=8, out_signed=True,
+           relu=True),
+    rq_cfg(rows=2, acc_bits=48, m_bits=24, b_bits=64, s_max=80, out_bits=32, out_signed=True,
+           shared_shift=True),
+]
+
+
+@pytest.mark.parametrize("cfg", RQ_CONFIGS, ids=rq_id)
+def test_requantizer(cfg):
+    check_requant(cfg)
+
+
+def slow_rq_configs():
+    configs = []
+    for rows in (1, 3, 8):
+        for acc_bits, m_bits, b_bits in [(4, 2, 4), (12, 8, 16), (32, 16, 32), (64, 32, 64)]:
+            for s_max in sorted({0, 5, acc_bits + m_bits + 2}):
+                for shared_shift in (False, True):
+                    for out_bits, out_signed, relu in [(1, False, False), (8, False, False),
+                                                       (8, True, False), (8, True, True),
+                                                       (24, True, False)]:
+                        configs.append(rq_cfg(
+                            rows=rows, out_features=rows * 2, acc_bits=acc_bits,
+                            m_bits=m_bits, b_bits=b_bits, s_max=s_max,
+                            shared_shift=shared_shift, out_bits=out_bits,
+                            out_signed=out_signed, relu=relu))
+    return configs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", slow_rq_configs(), ids=rq_id)
+def test_requantizer_grid(cfg):
+    check_requant(cfg, seed=cfg.acc_bits + cfg.s_max, count=24)

@@ -1,0 +1,146 @@
+"""The requantization unit: ``rows`` lanes of ``clamp(floor((acc·M + B) / 2^S), y_min, y_max)``."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+
+
+__all__ = ["Requantizer"]
+
+
+class Requantizer(wiring.Component):
+    """``rows`` lanes of multiply, add, arithmetic shift and clamp.
+
+    Lane ``r`` computes ``y = clamp(floor((acc·M + B) / 2^S), y_min, y_max)`` exactly: the
+    product is ``acc_bits + m_bits`` wide, the sum one bit wider than the product or ``B``
+    (whichever is wider), ``floor`` is an arithmetic right shift by ``S`` (a shift of the whole
+    width or more leaves the sign), and the clamp bounds come from ``out_bits``, ``out_signed``
+    and ``relu``. ``S`` is per lane, or one shared field when ``cfg.shared_shift``.
+    ``overflow`` and ``last`` pass through unchanged.
+
+    Pipeline: stage 1 registers the products, stage 2 the sums, stage 3 the shifted and clamped
+    outputs (the output register).
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        Uses ``rows``, ``acc_bits``, ``m_bits``, ``b_bits``, ``s_max``, ``shared_shift``,
+        ``out_bits``, ``out_signed``, ``relu``.
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.requant_input_layout(cfg)))
+        Accumulators with their ``M``, ``B``, ``S``, overflow flags and ``last``.
+    o : Out(stream.Signature(layouts.requant_output_layout(cfg)))
+        One output beat per input beat, in order.
+
+    Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
+    ``t + latency`` (``latency = 3``) when ``o`` does not stall; one beat per cycle. One global
+    enable ``en = ~o.valid | o.ready`` (``i.ready = en``) freezes every stage while ``o``
+    stalls, so nothing is lost, duplicated or reordered; ``o.valid`` never depends on
+    ``o.ready``.
+    """
+
+    #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
+    latency = 3
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.product_bits = cfg.acc_bits + cfg.m_bits
+        self.sum_bits = max(self.product_bits, cfg.b_bits) + 1
+        super().__init__({
+            "i": In(stream.Signature(layouts.requant_input_layout(cfg))),
+            "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
+        })
+
+    def _clamp(self, value):
+        """``value`` (signed) clamped to ``[y_min, y_max]``.
+
+        ``y_max`` is ``2^k - 1`` and ``y_min`` is ``-2^k`` or 0, so the clamp looks at the high
+        bits of ``value`` instead of comparing with constants.
+        """
+        cfg = self.cfg
+        width = len(value)
+        k = cfg.y_max.bit_length()
+        sign = value[-1]
+        if cfg.y_min < 0:
+            assert cfg.y_min == -(1 << k)
+            if width <= k + 1:
+                return value
+            top = value[k:]
+            inside = top.all() | ~top.any()
+            return Mux(inside, value[:k + 1].as_signed(), Mux(sign, cfg.y_min, cfg.y_max))
+        assert cfg.y_min == 0
+        low = value[:min(k, width - 1)]
+        if width - 1 > k:
+            above = ~sign & value[k:width - 1].any()
+            low = Mux(above, cfg.y_max, low)
+        return Mux(sign, 0, low)
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+
+        en = Signal()
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(en),
+        ]
+
+        s_shape = self.i.p.s.shape()
+        overflow_shape = self.i.p.overflow.shape()
+
+        # Stage 1: products; B, S, overflow and last travel alongside.
+        products = [Signal(signed(self.product_bits), name=f"product_{r}")
+                    for r in range(cfg.rows)]
+        offsets = [Signal(signed(cfg.b_bits), name=f"offset_{r}") for r in range(cfg.rows)]
+        s1_valid = Signal(name="product_valid")
+        s1_shift = Signal(s_shape, name="product_shift")
+        s1_overflow = Signal(overflow_shape, name="product_overflow")
+        s1_last = Signal(name="product_last")
+        with m.If(en):
+            m.d.sync += [
+                s1_valid.eq(self.i.valid),
+                s1_shift.eq(self.i.p.s),
+                s1_overflow.eq(self.i.p.overflow),
+                s1_last.eq(self.i.p.last),
+            ]
+            for r in range(cfg.rows):
+                m.d.sync += [
+                    products[r].eq(self.i.p.acc[r] * self.i.p.m[r]),
+                    offsets[r].eq(self.i.p.b[r]),
+                ]
+
+        # Stage 2: sums.
+        sums = [Signal(signed(self.sum_bits), name=f"sum_{r}") for r in range(cfg.rows)]
+        s2_valid = Signal(name="sum_valid")
+        s2_shift = Signal(s_shape, name="sum_shift")
+        s2_overflow = Signal(overflow_shape, name="sum_overflow")
+        s2_last = Signal(name="sum_last")
+        with m.If(en):
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_shift.eq(s1_shift),
+                s2_overflow.eq(s1_overflow),
+                s2_last.eq(s1_last),
+            ]
+            for r in range(cfg.rows):
+                m.d.sync += sums[r].eq(products[r] + offsets[r])
+
+        # Stage 3: arithmetic shift and clamp into the output register.
+        with m.If(en):
+            m.d.sync += [
+                self.o.valid.eq(s2_valid),
+                self.o.p.overflow.eq(s2_overflow),
+                self.o.p.last.eq(s2_last),
+            ]
+        for r in range(cfg.rows):
+            amount = s2_shift if cfg.shared_shift else s2_shift[r]
+            shifted = Signal(signed(self.sum_bits), name=f"shifted_{r}")
+            m.d.comb += shifted.eq(sums[r] >> amount)
+            with m.If(en):
+                m.d.sync += self.o.p.y[r].eq(self._clamp(shifted))
+
+        return m
