@@ -255,7 +255,9 @@ def simulate(args):
     n_outputs = len(x) * cfg.folds
     print(f"simulating {len(x)} vectors ({len(inputs)} input beats, {n_outputs} output beats, "
           f"stall {args.stall}) ...", file=sys.stderr)
+    from hw.layouts import engine_input_layout
     run = run_stream(built, inputs, n_outputs=n_outputs, stall=args.stall, seed=args.seed,
+                     in_width=engine_input_layout(cfg).size,
                      waves_file=args.waves)
     if run.timed_out:
         raise UserError(f"the simulation timed out after {run.cycles} cycles with "

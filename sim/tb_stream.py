@@ -35,10 +35,12 @@ async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
     """Send ``beats`` and collect ``n_outputs`` beats (or stop after ``max_cycles``)."""
     edge = RisingEdge(dut.clk)
     stall_in, stall_out = plan["stall_in"], plan["stall_out"]
+    in_width = plan["in_width"]
     outputs = []
     sent = 0
     valid = False
     ready = False
+    waiting = None      # payload of an output beat that was offered while ready was low
     cycles = 0
     while (sent < len(beats) or len(outputs) < n_outputs) and cycles < max_cycles:
         await edge
@@ -46,11 +48,23 @@ async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
         if valid and dut.i__ready.value:
             sent += 1
             valid = False
-        if ready and dut.o__valid.value:
-            outputs.append(_unsigned(dut.o__payload))
+        if dut.o__valid.value:
+            payload = _unsigned(dut.o__payload)
+            assert waiting is None or payload == waiting, (
+                f"output payload changed from {waiting:#x} to {payload:#x} while stalled")
+            if ready:
+                outputs.append(payload)
+                waiting = None
+            else:
+                waiting = payload
+        else:
+            assert waiting is None, "o.valid fell before the beat was transferred"
         if not valid and sent < len(beats) and rng.random() >= stall_in:
             valid = True
             dut.i__payload.value = beats[sent]
+        elif not valid and stall_in:
+            # Garbage while valid is low: a design that samples it anyway fails the comparison.
+            dut.i__payload.value = rng.getrandbits(in_width)
         dut.i__valid.value = int(valid)
         ready = rng.random() >= stall_out
         dut.o__ready.value = int(ready)
