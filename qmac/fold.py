@@ -44,7 +44,8 @@ def _check_finite(name, array):
     bad = ~np.isfinite(array)
     if np.any(bad):
         index = tuple(np.argwhere(bad)[0])
-        raise ValueError(f"{name}[{_index_text(index)}] = {array[index]!r} must be finite")
+        value = float(array[index])
+        raise ValueError(f"{name}[{_index_text(index)}] = {value!r} must be finite")
 
 
 def _channel_vector(name, values, channels, like):
@@ -106,8 +107,8 @@ def quantize_weights(W, w_bits):
     underflow = (peak > 0) & (s_w == 0)
     if np.any(underflow):
         c = int(np.argmax(underflow))
-        raise ValueError(f"W[{c}, :] has max |W| = {peak[c]!r}, too small for a float64 scale "
-                         f"at w_bits = {w_bits}")
+        raise ValueError(f"W[{c}, :] has max |W| = {float(peak[c])!r}, too small for a "
+                         f"float64 scale at w_bits = {w_bits}")
     q = np.clip(np.round(W / s_w[:, None]), -q_max, q_max).astype(np.int64)
     return q, s_w
 
@@ -167,13 +168,13 @@ def fold_bn(*, gamma, beta, mu, var, eps, s_x, s_w, s_y, bias=None):
     bad = s_w <= 0
     if np.any(bad):
         c = int(np.argmax(bad))
-        raise ValueError(f"s_w[{c}] = {s_w[c]!r} must be positive")
+        raise ValueError(f"s_w[{c}] = {float(s_w[c])!r} must be positive")
 
     variance = var + eps
     bad = ~(variance > 0)
     if np.any(bad):
         c = int(np.argmax(bad))
-        raise ValueError(f"var[{c}] + eps = {variance[c]!r} must be positive")
+        raise ValueError(f"var[{c}] + eps = {float(variance[c])!r} must be positive")
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         sigma = np.sqrt(variance)
         k = ((gamma * s_x) * s_w) / (sigma * s_y)
@@ -182,8 +183,8 @@ def fold_bn(*, gamma, beta, mu, var, eps, s_x, s_w, s_y, bias=None):
         bad = ~np.isfinite(array)
         if np.any(bad):
             c = int(np.argmax(bad))
-            raise ValueError(f"{name}[{c}] = {array[c]!r}: the folded value of channel {c} "
-                             f"overflows float64")
+            raise ValueError(f"{name}[{c}] = {float(array[c])!r}: the folded value of "
+                             f"channel {c} overflows float64")
     return k, b
 
 

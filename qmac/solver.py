@@ -182,7 +182,7 @@ def _float_channels(name, values, count=None):
     bad = ~np.isfinite(array)
     if np.any(bad):
         index = int(np.argmax(bad))
-        raise ValueError(f"{name}[{index}] = {array[index]!r} must be finite")
+        raise ValueError(f"{name}[{index}] = {float(array[index])!r} must be finite")
     return array.tolist()
 
 
@@ -907,7 +907,8 @@ def verify(k, b, acc_lo, acc_hi, M, B, S, *, y_min, y_max, rounding="half_up", m
     k, b, acc_lo, acc_hi, y_min, y_max = _check_channels(k, b, acc_lo, acc_hi, y_min, y_max,
                                                          rounding)
     if mode not in ("auto", "exhaustive", "window", "runs"):
-        raise ValueError(f"mode must be 'auto', 'exhaustive', 'window' or 'runs', not {mode!r}")
+        raise ValueError(f"mode must be 'auto', 'exhaustive', 'window' or 'runs', "
+                         f"not {mode!r}")
     count = len(k)
     M = _int_channels("M", M, count)
     B = _int_channels("B", B, count)
