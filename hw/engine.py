@@ -1,0 +1,251 @@
+"""The layer engine: a MAC array and a requantizer with baked-in weights and requantization
+parameters, turning each input vector (``K/cols`` beats) into ``N/rows`` output beats."""
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sim import golden
+
+from . import layouts
+from .mac_array import MacArray
+from .requant import Requantizer
+
+
+__all__ = ["LayerEngine"]
+
+
+class LayerEngine(wiring.Component):
+    """One fully connected layer, ``y = requant(W·x)``, with weights and ``M``, ``B``, ``S`` baked
+    in from NumPy.
+
+    An input vector arrives as ``beats = K/cols`` beats of ``cols`` consecutive activations. It is
+    written into one bank of a double-buffered input memory (``2·beats`` words) and re-read once
+    per output fold; fold ``j`` issues ``beats`` MAC beats with the weight tiles of output
+    channels ``[j·rows, (j+1)·rows)``. A beat of fold 0 is issued in the same cycle as it arrives
+    (the buffer read port is transparent to its write port), so fold 0 needs no extra pass; the
+    next vector is loaded into the other bank while the current one computes its later folds.
+    The MAC results go through the requantizer with the fold's ``M``, ``B``, ``S`` (read from a
+    parameter memory, paired by counting MAC results), giving ``folds = N/rows`` output beats per
+    vector; beat ``j`` holds channels ``[j·rows, (j+1)·rows)`` and the last one has ``last`` set.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+    weights : array_like of int, shape (out_features, in_features)
+        Signed ``w_bits`` weights.
+    M, B, S : array_like of int, shape (out_features,)
+        Requantization parameters per output channel (every ``S`` equal with
+        ``cfg.shared_shift``).
+    levels_per_stage : int
+        Passed to :class:`MacArray`.
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.engine_input_layout(cfg)))
+        Input beats: ``beats`` consecutive beats form one vector.
+    o : Out(stream.Signature(layouts.engine_output_layout(cfg)))
+        Output beats: ``folds`` per vector, ``last`` on the final one.
+
+    Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
+    of ``n`` vectors takes ``folds·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
+    n·folds·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
+    always ready. ``latency = 1 + MacArray.latency + Requantizer.latency`` cycles pass from the
+    transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
+    output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
+    cycle while fewer than two vectors wait (the one being computed and the next one).
+    Backpressure on ``o`` stalls the whole pipeline (global enables); nothing is lost, duplicated
+    or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset of the ``sync``
+    domain discards every partial vector and every result in flight.
+
+    Raises
+    ------
+    sim.golden.RangeError
+        ``weights``, ``M``, ``B`` or ``S`` of the wrong shape or out of range (the message names
+        the index and the value).
+    """
+
+    def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1):
+        self.cfg = cfg
+        try:
+            self.weights = golden.check_weights(cfg, weights)
+            self.M, self.B, self.S = golden.check_requant(cfg, M, B, S)
+        except golden.RangeError:
+            self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
+            raise
+        self.levels_per_stage = levels_per_stage
+        self._mac = MacArray(cfg, levels_per_stage=levels_per_stage)
+        self._requant = Requantizer(cfg)
+        #: Cycles from the transfer of the last input beat of a vector (idle engine) to
+        #: ``o.valid`` of its first output beat, without stalls.
+        self.latency = 1 + self._mac.latency + self._requant.latency
+        #: MAC cycles per input vector at full rate.
+        self.cycles_per_vector = cfg.folds * cfg.beats
+        super().__init__({
+            "i": In(stream.Signature(layouts.engine_input_layout(cfg))),
+            "o": Out(stream.Signature(layouts.engine_output_layout(cfg))),
+        })
+
+    def cycles(self, batch):
+        """Exact cycle count of a batch of ``batch`` vectors at full rate without stalls.
+
+        With ``i.valid`` high from cycle 0 (and each next beat offered at once) and ``o.ready``
+        always high, the last output beat is transferred in cycle ``cycles(batch) - 1``.
+        """
+        return batch * self.cycles_per_vector + self.latency
+
+    # -- memory images ---------------------------------------------------------------------
+
+    def _weight_tiles(self):
+        """The weight memory image: word ``j·beats + i`` is the ``rows × cols`` tile of fold
+        ``j`` and beat ``i``."""
+        cfg = self.cfg
+        tiles = self.weights.reshape(cfg.folds, cfg.rows, cfg.beats, cfg.cols).transpose(0, 2, 1, 3)
+        return [[[int(v) for v in row] for row in tile]
+                for tile in tiles.reshape(cfg.folds * cfg.beats, cfg.rows, cfg.cols)]
+
+    def _param_layout(self):
+        cfg = self.cfg
+        fields = {
+            "m": data.ArrayLayout(layouts.requant_input_layout(cfg)["m"].shape.elem_shape,
+                                  cfg.rows),
+            "b": data.ArrayLayout(layouts.requant_input_layout(cfg)["b"].shape.elem_shape,
+                                  cfg.rows),
+        }
+        if not cfg.shared_shift:
+            fields["s"] = layouts.requant_input_layout(cfg)["s"].shape
+        return data.StructLayout(fields)
+
+    def _param_words(self):
+        """The requantization parameter image: word ``j`` holds ``M``, ``B`` (and ``S``) of
+        fold ``j``."""
+        cfg = self.cfg
+        words = []
+        for j in range(cfg.folds):
+            span = slice(j * cfg.rows, (j + 1) * cfg.rows)
+            word = {"m": [int(v) for v in self.M[span]], "b": [int(v) for v in self.B[span]]}
+            if not cfg.shared_shift:
+                word["s"] = [int(v) for v in self.S[span]]
+            words.append(word)
+        return words
+
+    # -- hardware --------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        beats, folds = cfg.beats, cfg.folds
+        m = Module()
+
+        m.submodules.mac = mac = self._mac
+        m.submodules.requant = requant = self._requant
+        wiring.connect(m, wiring.flipped(self.o), requant.o)
+
+        x_layout = layouts.engine_input_layout(cfg)["x"].shape
+        w_layout = layouts.mac_input_layout(cfg)["w"].shape
+
+        m.submodules.buffer = buffer = Memory(shape=x_layout, depth=2 * beats, init=[])
+        # Depths and counters are at least 2 (never a zero-width address or counter).
+        m.submodules.weights = weights = Memory(shape=w_layout, depth=max(2, folds * beats),
+                                                init=self._weight_tiles())
+        m.submodules.params = params = Memory(shape=self._param_layout(), depth=max(2, folds),
+                                              init=self._param_words())
+
+        # -- writer: input beats into the buffer bank of the vector being loaded --------------
+        # `pending` counts vectors between the writer and the reader: 0 when both work on the
+        # same vector, 1 when the writer loads the next one, 2 when that one is complete and
+        # waits for the reader to finish the current one (the writer then stalls).
+        pending = Signal(range(3))
+        w_beat = Signal(range(max(2, beats)), name="write_beat")
+        w_bank = Signal(name="write_bank")
+        written = Signal(name="vector_written")
+        buf_w = buffer.write_port()
+        write = Signal()
+        m.d.comb += [
+            self.i.ready.eq(pending != 2),
+            write.eq(self.i.valid & self.i.ready),
+            buf_w.addr.eq(Mux(w_bank, beats, 0) + w_beat),
+            buf_w.data.eq(self.i.p.x),
+            buf_w.en.eq(write),
+            written.eq(write & (w_beat == beats - 1)),
+        ]
+        with m.If(write):
+            with m.If(w_beat == beats - 1):
+                m.d.sync += [w_beat.eq(0), w_bank.eq(~w_bank)]
+            with m.Else():
+                m.d.sync += w_beat.eq(w_beat + 1)
+
+        # -- reader: MAC beats (fold, beat) from the buffer and the weight memory -------------
+        # The memory read registers are the payload register of `mac.i`; they only advance
+        # when `mac.i` is free or transferring, so a stall holds them.
+        r_beat = Signal(range(max(2, beats)), name="read_beat")
+        r_fold = Signal(range(max(2, folds)), name="read_fold")
+        r_bank = Signal(name="read_bank")
+        w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
+        buf_r = buffer.read_port(transparent_for=(buf_w,))
+        weight_r = weights.read_port()
+        advance = Signal()
+        available = Signal()
+        issue = Signal()
+        finished = Signal(name="vector_finished")
+        m.d.comb += [
+            advance.eq(~mac.i.valid | mac.i.ready),
+            # Beat `r_beat` of the vector being read is in the buffer, or arrives right now.
+            available.eq((pending != 0) | (r_beat != w_beat) | self.i.valid),
+            issue.eq(advance & available),
+            finished.eq(issue & (r_fold == folds - 1) & (r_beat == beats - 1)),
+            buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
+            buf_r.en.eq(advance),
+            weight_r.addr.eq(w_addr),
+            weight_r.en.eq(advance),
+            mac.i.p.x.eq(buf_r.data),
+            mac.i.p.w.eq(weight_r.data),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                mac.i.valid.eq(available),
+                mac.i.p.first.eq(~r_beat.any()),
+                mac.i.p.last.eq(r_beat == beats - 1),
+            ]
+        with m.If(issue):
+            with m.If(r_beat == beats - 1):
+                m.d.sync += r_beat.eq(0)
+                with m.If(r_fold == folds - 1):
+                    m.d.sync += [r_fold.eq(0), r_bank.eq(~r_bank), w_addr.eq(0)]
+                with m.Else():
+                    m.d.sync += [r_fold.eq(r_fold + 1), w_addr.eq(w_addr + 1)]
+            with m.Else():
+                m.d.sync += [r_beat.eq(r_beat + 1), w_addr.eq(w_addr + 1)]
+
+        with m.If(written & ~finished):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(finished & ~written):
+            m.d.sync += pending.eq(pending - 1)
+
+        # -- MAC results into the requantizer, paired with their fold's parameters ------------
+        # `out_fold` counts MAC results; the parameter read port is addressed with its next
+        # value, so its data always belongs to the current `out_fold`.
+        out_fold = Signal(range(max(2, folds)), name="result_fold")
+        out_fold_next = Signal(range(max(2, folds)), name="result_fold_next")
+        param_r = params.read_port()
+        result = Signal()
+        m.d.comb += [
+            result.eq(mac.o.valid & mac.o.ready),
+            out_fold_next.eq(Mux(result, Mux(out_fold == folds - 1, 0, out_fold + 1),
+                                 out_fold)),
+            param_r.addr.eq(out_fold_next),
+        ]
+        m.d.sync += out_fold.eq(out_fold_next)
+        m.d.comb += [
+            requant.i.valid.eq(mac.o.valid),
+            mac.o.ready.eq(requant.i.ready),
+            requant.i.p.acc.eq(mac.o.p.acc),
+            requant.i.p.overflow.eq(mac.o.p.overflow),
+            requant.i.p.m.eq(param_r.data.m),
+            requant.i.p.b.eq(param_r.data.b),
+            requant.i.p.s.eq(int(self.S[0]) if cfg.shared_shift else param_r.data.s),
+            requant.i.p.last.eq(out_fold == folds - 1),
+        ]
+
+        return m
