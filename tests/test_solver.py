@@ -514,6 +514,36 @@ def test_shared_shift_random(channels, m_bits):
         assert result.infeasible
 
 
+# -- with a layer configuration and the golden model -------------------------------------------
+
+@pytest.mark.parametrize("shared_shift, relu", [(False, False), (True, True)])
+def test_solve_layer_feeds_the_golden_model(shared_shift, relu):
+    """The solved parameters, run through the golden model's requantization, give the target."""
+    from hw.config import LayerConfig
+    from sim import golden
+    from qmac.fold import fold_layer
+
+    rng = np.random.default_rng(7)
+    cfg = LayerConfig(in_features=16, out_features=6, a_bits=8, a_signed=False, w_bits=8,
+                      acc_bits=24, m_bits=24, b_bits=40, s_max=40, out_bits=8, out_signed=True,
+                      relu=relu, shared_shift=shared_shift)
+    layer = fold_layer(rng.normal(size=(6, 16)), rng.normal(size=6), rng.normal(size=6),
+                       rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2, size=6),
+                       1e-5, s_x=1 / 255, s_y=0.02, w_bits=8)
+    positive = np.where(layer.q > 0, layer.q, 0).sum(axis=1)
+    negative = np.where(layer.q < 0, layer.q, 0).sum(axis=1)
+    acc_lo, acc_hi = cfg.x_max * negative, cfg.x_max * positive
+    result = solver.solve_layer(cfg, layer.k, layer.b, acc_lo, acc_hi)
+    assert result.shared_shift == shared_shift
+    x = rng.integers(0, 256, size=(200, 16))
+    x[0], x[1] = np.where(layer.q[0] > 0, 255, 0), np.where(layer.q[0] < 0, 255, 0)
+    out = golden.layer(cfg, x, layer.q, result.M, result.B, result.S)
+    for c in range(6):
+        want = [ref_target(layer.k[c], layer.b[c], int(a), cfg.y_min, cfg.y_max, "half_up")
+                for a in out.acc[:, c]]
+        assert out.y[:, c].tolist() == want
+
+
 # -- verify, target, runs ---------------------------------------------------------------------
 
 def test_verify_catches_an_off_by_one():
