@@ -119,7 +119,8 @@ class StreamRun:
 
 
 def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, seed=0,
-               reset_prefix=None, prefix_wait_cycles=0, drain_cycles=64, max_cycles=None,
+               reset_prefix=None, reset_cycles=1, prefix_wait_cycles=0, drain_cycles=64,
+               max_cycles=None,
                waves_file=None, label="run"):
     """Run the cocotb stream testbench (:mod:`sim.tb_stream`) on a built model.
 
@@ -137,7 +138,7 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
     stall : float or (float, float)
         Probability of an input gap and of ``ready`` low, per cycle.
     reset_prefix : list of int, optional
-        Beats sent before a reset pulse in the middle of the stream.
+        Beats sent before a reset pulse of ``reset_cycles`` cycles in the middle of the stream.
     waves_file : path, optional
         Where to write the trace (the model must be built with ``waves``).
     """
@@ -160,7 +161,8 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
         "expected": None if expected is None else [format(v, "x") for v in expected],
         "n_outputs": n_outputs, "stall_in": stall_in, "stall_out": stall_out, "seed": seed,
         "reset_prefix": [format(v, "x") for v in reset_prefix] if reset_prefix else [],
-        "prefix_wait_cycles": prefix_wait_cycles, "drain_cycles": drain_cycles,
+        "reset_cycles": reset_cycles, "prefix_wait_cycles": prefix_wait_cycles,
+        "drain_cycles": drain_cycles,
         "max_cycles": max_cycles,
     }
     plan_path.write_text(json.dumps(plan))

@@ -7,8 +7,8 @@ probabilities and the seed. The testbench
 - drives ``i`` with random gaps (``valid`` low with probability ``stall_in`` whenever the source
   may choose; once ``valid`` is high the payload holds until the transfer),
 - drives ``o.ready`` low with probability ``stall_out`` each cycle,
-- optionally sends ``reset_prefix`` beats first, then pulses ``rst`` for two cycles in the middle
-  of the stream, and continues with the main beats,
+- optionally sends ``reset_prefix`` beats first, then pulses ``rst`` for ``reset_cycles`` cycles
+  (one by default) in the middle of the stream, and continues with the main beats,
 - records every output beat, and after the last expected beat keeps ``ready`` high for
   ``drain_cycles`` more cycles to catch any extra (duplicated) beat,
 - writes what it saw to ``QMAC_TB_RESULT`` and, when expected beats are given, fails on the first
@@ -118,7 +118,7 @@ async def stream(dut):
         outputs += await _drain(dut, plan["prefix_wait_cycles"]) \
             if plan["prefix_wait_cycles"] else []
         result["prefix_outputs"] = [format(v, "x") for v in outputs]
-        await _reset(dut)
+        await _reset(dut, plan["reset_cycles"])
 
     outputs, sent, cycles = await _pump(dut, rng, plan, beats, n_outputs, max_cycles)
     result["cycles"] = cycles
