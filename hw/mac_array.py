@@ -61,6 +61,7 @@ class MacArray(wiring.Component):
     def __init__(self, cfg, *, levels_per_stage=1):
         if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int) or \
                 levels_per_stage < 1:
+            self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
             raise ValueError(f"levels_per_stage must be a positive integer, "
                              f"not {levels_per_stage!r}")
         self.cfg = cfg

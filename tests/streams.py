@@ -24,7 +24,13 @@ async def stream_put(ctx, stream, payload, *, rng=None, gap=0.0):
             await ctx.tick()
     ctx.set(stream.payload, payload)
     ctx.set(stream.valid, 1)
-    await ctx.tick().until(stream.ready)
+    # One-shot waits rather than `tick().until()`: an abandoned async generator (a failing
+    # test) would otherwise be finalized at a random later moment, which can crash CPython 3.11's
+    # parser inside pytest's error report.
+    while True:
+        _, _, ready = await ctx.tick().sample(stream.ready)
+        if ready:
+            break
     ctx.set(stream.valid, 0)
 
 

@@ -32,19 +32,27 @@ def cfg_id(cfg):
 
 
 def run(dut, producer, consumer, *, deadline=1_000_000):
-    """Simulate ``dut`` with the two testbenches until both finish."""
+    """Simulate ``dut`` with the two testbenches until both finish; fail after ``deadline``
+    cycles."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.run_until(deadline * 1e-6)
+
+    async def watchdog(ctx):
+        await ctx.delay(deadline * 1e-6)
+        raise TimeoutError(f"the testbenches did not finish in {deadline} cycles")
+
+    sim.add_testbench(watchdog, background=True)
+    sim.run()
     return sim
 
 
-def stream_test(dut, beats_in, n_out, *, seed, gap=GAP, stall=STALL, tail=8):
+def stream_test(dut, beats_in, n_out, *, seed, gap=GAP, stall=STALL, tail=8, cycles=0):
     """Send ``beats_in`` on ``dut.i`` and return the first ``n_out`` beats of ``dut.o``.
 
-    Checks that no extra beat follows within ``tail`` cycles, and that everything finished.
+    Checks that no extra beat follows within ``tail`` cycles, and that everything finished
+    (within a deadline that allows for the stalls and ``cycles``, the stall-free cycle count).
     """
     got = []
     done = []
@@ -62,7 +70,7 @@ def stream_test(dut, beats_in, n_out, *, seed, gap=GAP, stall=STALL, tail=8):
         await expect_idle(ctx, dut.o, tail)
         done.append("consumer")
 
-    run(dut, producer, consumer, deadline=20 * (len(beats_in) + n_out) + 1000)
+    run(dut, producer, consumer, deadline=3 * cycles + 20 * (len(beats_in) + n_out) + 1000)
     assert sorted(done) == ["consumer", "producer"], f"testbenches did not finish: {done}"
     return got
 
@@ -213,6 +221,8 @@ MAC_CONFIGS = [
     LayerConfig(rows=4, cols=4, a_bits=8, w_bits=8, acc_bits=18, overflow="wrap"),
     LayerConfig(rows=4, cols=4, a_bits=2, w_bits=4, acc_bits=7, a_signed=True,
                 overflow="saturate"),
+    LayerConfig(rows=8, cols=8, in_features=16, a_bits=8, w_bits=8, acc_bits=16, a_signed=True,
+                overflow="saturate"),
 ]
 
 
@@ -221,6 +231,60 @@ def test_mac_array(cfg):
     flagged = check_mac(cfg)
     if cfg.acc_bits < cfg.product_bits + 4:
         assert flagged, "the stimulus never overflowed the accumulator"
+
+
+def measure_latency(dut, beats):
+    """Cycles from the transfer of the last of ``beats`` (sent at full rate from cycle 0) to
+    the first ``o.valid``, with ``o.ready`` always high."""
+    timing = {}
+
+    async def producer(ctx):
+        for k, beat in enumerate(beats):
+            await stream_put(ctx, dut.i, beat)
+        timing["last_in"] = k                    # no gaps: beat k is transferred in cycle k
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        while True:
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            if valid:
+                timing["first_out"] = cycle
+                return
+            cycle += 1
+
+    run(dut, producer, consumer, deadline=1000)
+    return timing["first_out"] - timing["last_in"]
+
+
+@pytest.mark.parametrize("cols, levels_per_stage", [(1, 1), (3, 1), (8, 1), (8, 2), (8, 3),
+                                                    (5, 8)])
+def test_mac_latency(cols, levels_per_stage):
+    cfg = LayerConfig(rows=2, cols=cols, in_features=2 * cols, a_bits=4, w_bits=4, acc_bits=12)
+    dut = MacArray(cfg, levels_per_stage=levels_per_stage)
+    rng = np.random.default_rng(cols)
+    x, w = random_operands(cfg, rng, ((2 * cols,), (2, 2 * cols)), "uniform")
+    assert measure_latency(dut, mac_beats(cfg, x, w)) == dut.latency
+    tree_levels = (cols - 1).bit_length()
+    assert dut.latency == 2 + -(-tree_levels // levels_per_stage)
+
+
+@pytest.mark.parametrize("levels_per_stage", [2, 3])
+def test_mac_array_tree_pipelining(levels_per_stage):
+    cfg = LayerConfig(rows=2, cols=8, in_features=16, out_features=2, a_bits=4, w_bits=4,
+                      acc_bits=10, a_signed=True, overflow="saturate")
+    dots = mac_stimulus(cfg, 9, 8)
+    dut = MacArray(cfg, levels_per_stage=levels_per_stage)
+    got = stream_test(dut, [b for x, w in dots for b in mac_beats(cfg, x, w)], len(dots), seed=9)
+    for (x, w), out in zip(dots, got):
+        acc, overflow = golden.mac(cfg.replace(in_features=len(x)), x[None, :], w)
+        assert list(out.acc) == [int(v) for v in acc[0]]
+        assert list(out.overflow) == [int(v) for v in overflow[0]]
+
+
+def test_mac_array_rejects_bad_levels():
+    with pytest.raises(ValueError, match="levels_per_stage must be a positive integer, not 0"):
+        MacArray(LayerConfig(), levels_per_stage=0)
 
 
 def slow_mac_configs():
@@ -399,7 +463,9 @@ def test_requantizer_grid(cfg):
 
 def engine_id(cfg):
     shift = "shared" if cfg.shared_shift else "lane"
-    return f"K{cfg.K}-N{cfg.N}-{cfg_id(cfg)}-{shift}-y{cfg.out_bits}{'s' if cfg.out_signed else 'u'}"
+    relu = "-relu" if cfg.relu else ""
+    return (f"K{cfg.K}-N{cfg.N}-{cfg_id(cfg)}-{shift}-"
+            f"y{cfg.out_bits}{'s' if cfg.out_signed else 'u'}{relu}")
 
 
 def engine_problem(cfg, seed, batch, kind="uniform"):
@@ -450,7 +516,8 @@ def check_engine(cfg, *, seed=3, batch=5, kind="uniform"):
     from hw.engine import LayerEngine
     x, w, M, B, S = engine_problem(cfg, seed, batch, kind)
     dut = LayerEngine(cfg, w, M, B, S)
-    got = stream_test(dut, engine_beats(cfg, x), batch * cfg.folds, seed=seed)
+    got = stream_test(dut, engine_beats(cfg, x), batch * cfg.folds, seed=seed,
+                      cycles=dut.cycles(batch))
     return check_engine_outputs(cfg, x, w, M, B, S, got)
 
 
@@ -471,6 +538,8 @@ ENGINE_CONFIGS = [
                a_signed=True, overflow="wrap"),
     engine_cfg(in_features=12, out_features=2, rows=2, cols=2, a_bits=2, w_bits=4,
                acc_bits=6, overflow="saturate", shared_shift=True),
+    engine_cfg(in_features=16, out_features=16, rows=8, cols=8, a_bits=8, w_bits=8,
+               acc_bits=18, overflow="wrap", out_bits=4),
 ]
 
 
@@ -558,7 +627,7 @@ def test_engine_reset_mid_vector(cfg, cut):
             got.append(await stream_get(ctx, dut.o, rng=rng, stall=STALL))
         await expect_idle(ctx, dut.o, 16)
 
-    run(top, producer, consumer, deadline=100_000)
+    run(top, producer, consumer, deadline=3 * dut.cycles(len(x)) + 40 * len(x) * cfg.beats + 1000)
     check_engine_outputs(cfg, fresh, w, M, B, S, got)
 
 
@@ -574,3 +643,43 @@ def test_engine_rejects_bad_parameters():
     bad_S[3] = cfg.s_max + 1
     with pytest.raises(golden.RangeError, match=r"S\[3\] = 21"):
         LayerEngine(cfg, w, M, B, bad_S)
+
+
+def test_requantizer_latency():
+    from hw.requant import Requantizer
+    cfg = RQ_CONFIGS[2]
+    rng = random.Random(1)
+    beats, _ = requant_beats(cfg, requant_stimulus(cfg, 1, 3)[:cfg.rows], rng)
+    dut = Requantizer(cfg)
+    assert measure_latency(dut, beats[:1]) == dut.latency == 3
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
+def test_engine_latency(cfg):
+    from hw.engine import LayerEngine
+    x, w, M, B, S = engine_problem(cfg, 2, 1)
+    dut = LayerEngine(cfg, w, M, B, S)
+    assert measure_latency(dut, engine_beats(cfg, x)) == dut.latency
+
+
+def slow_engine_configs():
+    configs = []
+    for rows, cols, K, N in [(1, 1, 3, 2), (2, 3, 9, 4), (3, 2, 4, 9), (4, 4, 8, 8),
+                             (8, 8, 16, 16), (2, 2, 2, 8)]:
+        for a_bits, w_bits in [(2, 2), (4, 8), (8, 4), (8, 8)]:
+            for a_signed in (False, True):
+                for overflow, acc_extra in [("wrap", 0), ("saturate", 1), ("wrap", None)]:
+                    acc_bits = 32 if acc_extra is None else a_bits + w_bits + acc_extra
+                    for shared_shift in (False, True):
+                        configs.append(engine_cfg(
+                            in_features=K, out_features=N, rows=rows, cols=cols,
+                            a_bits=a_bits, w_bits=w_bits, a_signed=a_signed, acc_bits=acc_bits,
+                            overflow=overflow, shared_shift=shared_shift,
+                            out_bits=a_bits, out_signed=a_signed, relu=a_signed and w_bits == 4))
+    return configs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", slow_engine_configs(), ids=engine_id)
+def test_engine_grid(cfg):
+    check_engine(cfg, seed=cfg.rows * 100 + cfg.acc_bits, batch=4)
