@@ -130,6 +130,25 @@ def _normalize(netlist_json):
     for module in netlist["modules"].values():
         for cell in module.get("cells", {}).values():
             _normalize_cell(cell)
+        # `wreduce` narrows a cell's result but leaves the (internal) wire that held it at its
+        # old width; drop wire bits that no cell or port touches.
+        connected = set()
+        for cell in module.get("cells", {}).values():
+            for bits in cell["connections"].values():
+                connected.update(bit for bit in bits if isinstance(bit, int))
+        for port in module.get("ports", {}).values():
+            connected.update(bit for bit in port["bits"] if isinstance(bit, int))
+        netnames = module.get("netnames", {})
+        for name in list(netnames):
+            net = netnames[name]
+            if not net.get("hide_name"):
+                continue
+            bits = [bit for bit in net["bits"] if isinstance(bit, int) and bit in connected]
+            if not bits:
+                del netnames[name]
+            elif len(bits) != len(net["bits"]):
+                net["bits"] = bits
+                net.pop("signed", None)
     return json.dumps(netlist)
 
 

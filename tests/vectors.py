@@ -114,25 +114,26 @@ def requant_cases(cfg, rng, n_random=64):
 
 
 def engine_params(cfg, w, rng):
-    """Requantization parameters that spread outputs over the whole output range: per channel a
-    random shift, and ``M``, ``B`` scaled so that the reachable accumulator range maps to a bit
-    more than ``[y_min, y_max]``, with random signs (so both clamp edges are hit)."""
+    """Requantization parameters that spread outputs over the whole output range: ``M / 2^S``
+    maps the reachable accumulator range (as far as ``acc_bits`` holds it) to 1.5 times
+    ``[y_min, y_max]``, centred, with random signs, so that both clamp edges and the inside are
+    hit. ``S`` is the largest shift that keeps ``M`` within ``m_bits`` (shared: for all)."""
     from qmac.accumulator import reachable_range
     lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
-    N = cfg.out_features
-    shared = int(rng.integers(0, cfg.s_max + 1))
+    lo = [max(v, cfg.acc_min) for v in lo]
+    hi = [min(v, cfg.acc_max) for v in hi]
+    ratio = [1.5 * (cfg.y_max - cfg.y_min + 1) / max(h - l, 1) for l, h in zip(lo, hi)]
+    shifts = [int(np.clip(np.floor(np.log2(cfg.m_max / r)), 0, cfg.s_max)) for r in ratio]
+    if cfg.shared_shift:
+        shifts = [min(shifts)] * len(shifts)
     M, B, S = [], [], []
-    for c in range(N):
-        s = shared if cfg.shared_shift else int(rng.integers(0, cfg.s_max + 1))
-        span = max(hi[c] - lo[c], 1)
-        # M / 2^s ≈ ±1.5 · (y range) / (acc range), clipped to the m_bits range.
-        target = 1.5 * (cfg.y_max - cfg.y_min + 1) / span * (1 << s)
-        m = int(np.clip(round(target) or 1, 1, cfg.m_max))
+    for c in range(cfg.out_features):
+        s = shifts[c]
+        m = int(np.clip(round(ratio[c] * (1 << s)), 1, cfg.m_max))
         if rng.random() < 0.5:
             m = -m
-        mid = (lo[c] + hi[c]) // 2
-        centre = ((cfg.y_min + cfg.y_max) // 2) << s
-        b = int(np.clip(centre - mid * m, cfg.b_min, cfg.b_max))
+        centre = ((cfg.y_min + cfg.y_max) << s) // 2
+        b = int(np.clip(centre - (lo[c] + hi[c]) // 2 * m, cfg.b_min, cfg.b_max))
         M.append(m)
         B.append(b)
         S.append(s)
