@@ -1,8 +1,7 @@
 """The layer engine: a MAC array and a requantizer with baked-in weights and requantization
 parameters, turning each input vector (``K/cols`` beats) into ``N/rows`` output beats."""
 
-import numpy as np
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -102,21 +101,19 @@ class LayerEngine(wiring.Component):
         """The weight memory image: word ``j·beats + i`` is the ``rows × cols`` tile of fold
         ``j`` and beat ``i``."""
         cfg = self.cfg
-        tiles = self.weights.reshape(cfg.folds, cfg.rows, cfg.beats, cfg.cols).transpose(0, 2, 1, 3)
+        tiles = self.weights.reshape(cfg.folds, cfg.rows, cfg.beats, cfg.cols)
+        tiles = tiles.transpose(0, 2, 1, 3)
         return [[[int(v) for v in row] for row in tile]
                 for tile in tiles.reshape(cfg.folds * cfg.beats, cfg.rows, cfg.cols)]
 
     def _param_layout(self):
-        cfg = self.cfg
-        fields = {
-            "m": data.ArrayLayout(layouts.requant_input_layout(cfg)["m"].shape.elem_shape,
-                                  cfg.rows),
-            "b": data.ArrayLayout(layouts.requant_input_layout(cfg)["b"].shape.elem_shape,
-                                  cfg.rows),
-        }
-        if not cfg.shared_shift:
-            fields["s"] = layouts.requant_input_layout(cfg)["s"].shape
-        return data.StructLayout(fields)
+        """One word of the parameter memory: ``M`` and ``B`` (and ``S`` unless shared) of the
+        ``rows`` channels of a fold."""
+        fields = layouts.requant_input_layout(self.cfg)
+        words = {"m": fields["m"].shape, "b": fields["b"].shape}
+        if not self.cfg.shared_shift:
+            words["s"] = fields["s"].shape
+        return data.StructLayout(words)
 
     def _param_words(self):
         """The requantization parameter image: word ``j`` holds ``M``, ``B`` (and ``S``) of

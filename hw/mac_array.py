@@ -119,14 +119,14 @@ class MacArray(wiring.Component):
         for level in range(self.tree_levels):
             registered = (level + 1) % self.levels_per_stage == 0 or \
                 level + 1 == self.tree_levels
-            domain = m.d.sync if registered else m.d.comb
             next_rows = []
             for r, row in enumerate(rows):
                 next_row = []
                 for k in range(0, len(row), 2):
                     pair = row[k:k + 2]
                     count = sum(n for _, n in pair)
-                    node = Signal(signed(self._sum_bits(count)), name=f"sum_l{level + 1}_{r}_{k // 2}")
+                    node = Signal(signed(self._sum_bits(count)),
+                                  name=f"sum_l{level + 1}_{r}_{k // 2}")
                     if len(pair) == 2:
                         (a, _), (b, _) = pair
                         value = (a + b)[:len(node)].as_signed()
@@ -134,9 +134,9 @@ class MacArray(wiring.Component):
                         value = pair[0][0]
                     if registered:
                         with m.If(en):
-                            domain += node.eq(value)
+                            m.d.sync += node.eq(value)
                     else:
-                        domain += node.eq(value)
+                        m.d.comb += node.eq(value)
                     next_row.append((node, count))
                 next_rows.append(next_row)
             rows = next_rows

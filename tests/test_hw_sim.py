@@ -48,6 +48,13 @@ def run(dut, producer, consumer, *, deadline=1_000_000):
     return sim
 
 
+def grid(configs, make_id, *, every):
+    """Parameters for a configuration grid: every ``every``-th configuration runs by default,
+    the others only with ``-m slow``."""
+    return [pytest.param(cfg, id=make_id(cfg), marks=() if k % every == 0 else pytest.mark.slow)
+            for k, cfg in enumerate(configs)]
+
+
 def stream_test(dut, beats_in, n_out, *, seed, gap=GAP, stall=STALL, tail=8, cycles=0):
     """Send ``beats_in`` on ``dut.i`` and return the first ``n_out`` beats of ``dut.o``.
 
@@ -287,7 +294,7 @@ def test_mac_array_rejects_bad_levels():
         MacArray(LayerConfig(), levels_per_stage=0)
 
 
-def slow_mac_configs():
+def grid_mac_configs():
     configs = []
     for rows, cols in [(1, 1), (2, 3), (3, 2), (4, 4), (8, 8)]:
         for a_bits in (2, 4, 8):
@@ -303,10 +310,9 @@ def slow_mac_configs():
     return configs
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", slow_mac_configs(), ids=cfg_id)
+@pytest.mark.parametrize("cfg", grid(grid_mac_configs(), cfg_id, every=15))
 def test_mac_array_grid(cfg):
-    check_mac(cfg, seed=cfg.acc_bits, count=6)
+    check_mac(cfg, seed=cfg.acc_bits, count=10)
 
 
 # -- requantizer ---------------------------------------------------------------------------------
@@ -436,7 +442,7 @@ def test_requantizer(cfg):
     check_requant(cfg)
 
 
-def slow_rq_configs():
+def grid_rq_configs():
     configs = []
     for rows in (1, 3, 8):
         for acc_bits, m_bits, b_bits in [(4, 2, 4), (12, 8, 16), (32, 16, 32), (64, 32, 64)]:
@@ -453,8 +459,7 @@ def slow_rq_configs():
     return configs
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", slow_rq_configs(), ids=rq_id)
+@pytest.mark.parametrize("cfg", grid(grid_rq_configs(), rq_id, every=15))
 def test_requantizer_grid(cfg):
     check_requant(cfg, seed=cfg.acc_bits + cfg.s_max, count=24)
 
@@ -662,7 +667,7 @@ def test_engine_latency(cfg):
     assert measure_latency(dut, engine_beats(cfg, x)) == dut.latency
 
 
-def slow_engine_configs():
+def grid_engine_configs():
     configs = []
     for rows, cols, K, N in [(1, 1, 3, 2), (2, 3, 9, 4), (3, 2, 4, 9), (4, 4, 8, 8),
                              (8, 8, 16, 16), (2, 2, 2, 8)]:
@@ -679,7 +684,6 @@ def slow_engine_configs():
     return configs
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", slow_engine_configs(), ids=engine_id)
+@pytest.mark.parametrize("cfg", grid(grid_engine_configs(), engine_id, every=10))
 def test_engine_grid(cfg):
-    check_engine(cfg, seed=cfg.rows * 100 + cfg.acc_bits, batch=4)
+    check_engine(cfg, seed=cfg.rows * 100 + cfg.acc_bits, batch=6)
