@@ -22,7 +22,7 @@ STALL = 0.3     # probability of ready low in each output cycle
 
 
 def cfg_id(cfg):
-    """A readable test id: ``2x3-a4s-w4-acc8-sat-pc``."""
+    """A readable test id: ``2x3-a4s-w4-acc8-sat``."""
     parts = [f"{cfg.rows}x{cfg.cols}",
              f"a{cfg.a_bits}{'s' if cfg.a_signed else 'u'}",
              f"w{cfg.w_bits}",
@@ -370,8 +370,7 @@ def requant_stimulus(cfg, seed, count):
 def requant_beats(cfg, lanes, rng):
     """Group lanes into beats of ``rows`` (one shift per beat with a shared shift)."""
     beats, channels = [], []
-    while len(lanes) % cfg.rows:
-        lanes = lanes + [lanes[len(lanes) % len(lanes)]]
+    lanes = lanes + lanes[:-len(lanes) % cfg.rows]      # pad to whole beats
     order = list(range(len(lanes)))
     rng.shuffle(order)
     lanes = [lanes[k] for k in order]
@@ -517,10 +516,10 @@ def check_engine_outputs(cfg, x, w, M, B, S, got):
     return expected
 
 
-def check_engine(cfg, *, seed=3, batch=5, kind="uniform"):
+def check_engine(cfg, *, seed=3, batch=5, kind="uniform", levels_per_stage=1):
     from hw.engine import LayerEngine
     x, w, M, B, S = engine_problem(cfg, seed, batch, kind)
-    dut = LayerEngine(cfg, w, M, B, S)
+    dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=levels_per_stage)
     got = stream_test(dut, engine_beats(cfg, x), batch * cfg.folds, seed=seed,
                       cycles=dut.cycles(batch))
     return check_engine_outputs(cfg, x, w, M, B, S, got)
@@ -558,6 +557,16 @@ def test_engine(cfg):
 @pytest.mark.parametrize("cfg", ENGINE_CONFIGS[1:4:2], ids=engine_id)
 def test_engine_extreme_operands(cfg):
     check_engine(cfg, seed=4, batch=4, kind="extreme")
+
+
+def test_engine_tree_pipelining():
+    from hw.engine import LayerEngine
+    cfg = ENGINE_CONFIGS[-1]
+    check_engine(cfg, levels_per_stage=2)
+    x, w, M, B, S = engine_problem(cfg, 2, 1)
+    dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=2)
+    assert dut.latency == 1 + (2 + 2) + 3
+    assert measure_latency(dut, engine_beats(cfg, x)) == dut.latency
 
 
 @pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
