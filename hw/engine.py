@@ -6,7 +6,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim import golden
+from . import checks
 
 from . import layouts
 from .mac_array import MacArray
@@ -61,7 +61,7 @@ class LayerEngine(wiring.Component):
 
     Raises
     ------
-    sim.golden.RangeError
+    hw.checks.RangeError
         ``weights``, ``M``, ``B`` or ``S`` of the wrong shape or out of range (the message names
         the index and the value).
     """
@@ -69,9 +69,9 @@ class LayerEngine(wiring.Component):
     def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1):
         self.cfg = cfg
         try:
-            self.weights = golden.check_weights(cfg, weights)
-            self.M, self.B, self.S = golden.check_requant(cfg, M, B, S)
-        except golden.RangeError:
+            self.weights = checks.check_weights(cfg, weights)
+            self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
+        except checks.RangeError:
             self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
             raise
         self.levels_per_stage = levels_per_stage

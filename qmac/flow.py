@@ -187,7 +187,9 @@ def generate(args):
               f"{cfg.rows}x{cfg.cols} ...", file=sys.stderr)
         (out / verilog_file).write_text(convert(engine, name=cfg.name))
         modules.append(manifest(cfg, engine, kind="engine", verilog_file=verilog_file, extra={
-            "cycles_per_vector": engine.cycles(1),
+            "cycles_per_vector": engine.cycles_per_vector,
+            "cycles_formula": "cycles(batch) = batch * cycles_per_vector + latency_cycles "
+                              "(input always valid, output always ready)",
             "parameters": {
                 "weights_sha256": _sha256(weights),
                 "M": [int(v) for v in M], "B": [int(v) for v in B], "S": [int(v) for v in S],
