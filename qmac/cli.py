@@ -16,6 +16,16 @@ def _generate(args):
     return generate(args)
 
 
+def _analyze(args):
+    from .flow import analyze
+    return analyze(args)
+
+
+def _fold(args):
+    from .flow import fold
+    return fold(args)
+
+
 def _simulate(args):
     from .flow import simulate
     return simulate(args)
@@ -32,6 +42,39 @@ def build_parser():
         description="Print each tool the flow uses, where it was found and its version. "
                     "Exits non-zero, naming what is missing, when a tool is absent.")
     doctor.set_defaults(run=_doctor)
+
+    fold = commands.add_parser(
+        "fold", help="quantize a float layer with batch norm into weights and exact M, B, S",
+        description="Quantize the weights of a float layer BN(W·x + bias) per channel "
+                    "(symmetric, w_bits) and fold batch norm and the scales into exact "
+                    "requantization parameters M, B, S: the hardware output equals "
+                    "clamp(round(BN(...)/s_y)) for every accumulator value the weights can "
+                    "reach, with the smallest shift.")
+    fold.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+    fold.add_argument("--layer", metavar="FLOAT.npz", required=True,
+                      help="float layer: W (out x in), gamma, beta, mean, var; optional bias, "
+                           "eps (default 1e-5), s_x, s_y")
+    fold.add_argument("--s-x", type=float, metavar="SCALE",
+                      help="input scale: real input = s_x * integer input")
+    fold.add_argument("--s-y", type=float, metavar="SCALE",
+                      help="output scale: real output = s_y * integer output")
+    fold.add_argument("--rounding", choices=("half_up", "half_even", "half_away"),
+                      default="half_up", help="rounding of the float reference (default "
+                                              "half_up)")
+    fold.add_argument("--weights-out", metavar="W.npy", required=True)
+    fold.add_argument("--requant-out", metavar="R.npz", required=True)
+    fold.set_defaults(run=_fold)
+
+    analyze = commands.add_parser(
+        "analyze", help="reachable accumulator range and the widths it needs",
+        description="Report the exact reachable accumulator range of every channel, the "
+                    "minimal safe acc_bits, and the L1 and data-type bounds beside it. Exits 1 "
+                    "when the configured acc_bits can overflow.")
+    analyze.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+    analyze.add_argument("--weights", metavar="W.npy", required=True,
+                         help="integer weights, shape (out_features, in_features)")
+    analyze.add_argument("--channels", action="store_true", help="list every channel")
+    analyze.set_defaults(run=_analyze)
 
     generate = commands.add_parser(
         "generate", help="write the Verilog of a layer engine (or of the bare blocks)",

@@ -44,6 +44,18 @@ def _load_npy(path, what):
     return array
 
 
+def _load_npz(path, what):
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{what} file {str(path)!r} does not exist") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise UserError(f"{what} file {str(path)!r} is not a valid .npz file: {error}") from None
+    if not hasattr(archive, "files"):
+        raise UserError(f"{what} file {str(path)!r} must be an .npz archive, not one array")
+    return archive
+
+
 def load_weights(cfg, path):
     """Load and check integer weights ``(out_features, in_features)``."""
     try:
@@ -63,15 +75,7 @@ def load_inputs(cfg, path):
 def load_requant(cfg, path):
     """Load and check requantization parameters ``M``, ``B``, ``S`` from an ``.npz`` file."""
     path = Path(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"requant file {str(path)!r} does not exist") from None
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise UserError(f"requant file {str(path)!r} is not a valid .npz file: {error}") from None
-    if not hasattr(archive, "files"):
-        raise UserError(f"requant file {str(path)!r} must be an .npz archive with arrays "
-                        f"M, B, S")
+    archive = _load_npz(path, "requant")
     missing = [key for key in ("M", "B", "S") if key not in archive.files]
     if missing:
         raise UserError(f"requant file {str(path)!r} lacks array {missing[0]!r} "
@@ -300,4 +304,105 @@ def simulate(args):
             return 1
         print(f"check passed: {y.size} outputs equal the golden model bit for bit",
               file=sys.stderr)
+    return 0
+
+
+def analyze(args):
+    """``qmac analyze``: the accumulator range of every channel and the widths it needs."""
+    from .accumulator import analyze as analyze_weights
+    cfg = _load_config(args.config)
+    weights = load_weights(cfg, args.weights)
+    report = analyze_weights(cfg, weights)
+    print(f"layer {cfg.name}: K={cfg.K}, N={cfg.N}, inputs [{cfg.x_min}, {cfg.x_max}], "
+          f"weights [{cfg.w_min}, {cfg.w_max}]")
+    print(f"{'accumulator width':<34} {'bits':>5}")
+    print(f"{'configured acc_bits':<34} {cfg.acc_bits:>5}")
+    print(f"{'exact minimum (widest channel)':<34} {report.min_acc_bits:>5}")
+    print(f"{'L1 bound ||w||_1 * max|x|':<34} {report.l1_bits:>5}")
+    print(f"{'data-type bound a+w+ceil(log2 K)':<34} {report.datatype_bits:>5}")
+    if args.channels:
+        print(f"\n{'channel':>7} {'min':>14} {'max':>14} {'bits':>5}")
+        for c, (lo, hi, bits) in enumerate(zip(report.lo, report.hi, report.channel_bits)):
+            print(f"{c:>7} {lo:>14} {hi:>14} {bits:>5}")
+    if not report.safe:
+        bad = report.unsafe_channels()
+        print(f"\nUNSAFE: {len(bad)} channel(s) can overflow acc_bits = {cfg.acc_bits} "
+              f"(first: channel {bad[0]}, range [{report.lo[bad[0]]}, {report.hi[bad[0]]}])")
+        return 1
+    print(f"\nsafe: no input vector can overflow acc_bits = {cfg.acc_bits}")
+    return 0
+
+
+_FLOAT_LAYER_KEYS = ("W", "gamma", "beta", "mean", "var")
+_FLOAT_LAYER_OPTIONAL = ("bias", "eps", "s_x", "s_y")
+
+
+def load_float_layer(path):
+    """Load a float layer with batch norm from an ``.npz``: ``W`` (N×K), ``gamma``, ``beta``,
+    ``mean``, ``var`` (N each), optional ``bias`` (N), ``eps``, ``s_x``, ``s_y`` (scalars)."""
+    path = Path(path)
+    archive = _load_npz(path, "float layer")
+    missing = [key for key in _FLOAT_LAYER_KEYS if key not in archive.files]
+    if missing:
+        raise UserError(f"float layer file {str(path)!r} lacks array {missing[0]!r} (needs "
+                        f"{', '.join(_FLOAT_LAYER_KEYS)}; optional "
+                        f"{', '.join(_FLOAT_LAYER_OPTIONAL)})")
+    extra = sorted(set(archive.files) - set(_FLOAT_LAYER_KEYS) - set(_FLOAT_LAYER_OPTIONAL))
+    if extra:
+        raise UserError(f"float layer file {str(path)!r} holds an unknown array {extra[0]!r}")
+    layer = {key: archive[key] for key in archive.files}
+    for key, value in layer.items():
+        if value.dtype.kind not in "fiu":
+            raise UserError(f"{path}: {key} must hold numbers, not {value.dtype}")
+    for key in ("eps", "s_x", "s_y"):
+        if key in layer:
+            if layer[key].size != 1:
+                raise UserError(f"{path}: {key} must be a scalar, not shape "
+                                f"{tuple(layer[key].shape)}")
+            layer[key] = float(layer[key].reshape(()))
+    return layer
+
+
+def fold(args):
+    """``qmac fold``: a float layer with batch norm -> integer weights and exact M, B, S."""
+    from .accumulator import analyze as analyze_weights
+    from .fold import fold_layer
+    from .solver import InfeasibleError, solve_layer
+    cfg = _load_config(args.config)
+    layer = load_float_layer(args.layer)
+    W = layer["W"]
+    if W.shape != (cfg.out_features, cfg.in_features):
+        raise UserError(f"{args.layer}: W must have shape ({cfg.out_features}, "
+                        f"{cfg.in_features}) for layer {cfg.name}, not {tuple(W.shape)}")
+    s_x = args.s_x if args.s_x is not None else layer.get("s_x")
+    s_y = args.s_y if args.s_y is not None else layer.get("s_y")
+    for name, value in (("s_x", s_x), ("s_y", s_y)):
+        if value is None:
+            raise UserError(f"the scale {name} is neither in {args.layer} nor given as "
+                            f"--{name.replace('_', '-')}")
+    eps = layer.get("eps", 1e-5)
+    try:
+        folded = fold_layer(W, layer.get("bias"), layer["gamma"], layer["beta"], layer["mean"],
+                            layer["var"], eps, s_x=s_x, s_y=s_y, w_bits=cfg.w_bits)
+    except ValueError as error:
+        raise UserError(f"{args.layer}: {error}") from None
+    report = analyze_weights(cfg, folded.q)
+    try:
+        requant = solve_layer(cfg, folded.k, folded.b, report.lo, report.hi,
+                              rounding=args.rounding)
+    except InfeasibleError as error:
+        raise UserError(f"{error}\n(raise m_bits, b_bits or s_max in {args.config})") from None
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    np.save(args.weights_out, folded.q)
+    np.savez(args.requant_out, M=np.asarray(requant.M, dtype=np.int64),
+             B=np.asarray(requant.B, dtype=np.int64), S=np.asarray(requant.S, dtype=np.int64))
+    print(f"wrote {args.weights_out} ({cfg.w_bits}-bit weights, per-channel scales) and "
+          f"{args.requant_out}")
+    print(f"requantization exact for every reachable accumulator value ({args.rounding}): "
+          f"S <= {requant.s_needed}, needs m_bits {requant.m_bits} (have {cfg.m_bits}), "
+          f"b_bits {requant.b_bits} (have {cfg.b_bits})")
+    print(f"accumulator: exact minimum {report.min_acc_bits} bits, L1 bound {report.l1_bits}, "
+          f"data-type bound {report.datatype_bits}; configured {cfg.acc_bits}"
+          + ("" if report.safe else "  -- UNSAFE: raise acc_bits"))
     return 0

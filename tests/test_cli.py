@@ -186,3 +186,80 @@ def test_bad_input_is_named(tmp_path, capsys, change, message):
     err = capsys.readouterr().err
     assert __import__("re").search(message, err), err
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_analyze_reports_widths(tmp_path, capsys):
+    cfg, paths = small_layer(tmp_path)
+    assert cli.main(["analyze", str(paths["config"]), "--weights", str(paths["weights"]),
+                     "--channels"]) == 0
+    out = capsys.readouterr().out
+    w = np.load(paths["weights"])
+    hi0 = int(np.clip(w[0], 0, None).sum()) * cfg.x_max
+    lo0 = int(np.clip(w[0], None, 0).sum()) * cfg.x_max
+    assert f"{0:>7} {lo0:>14} {hi0:>14}" in out
+    assert "safe: no input vector can overflow acc_bits = 12" in out
+    np.save(paths["weights"], np.full_like(w, 7))
+    paths["config"].write_text(cfg.replace(acc_bits=9).to_toml())
+    assert cli.main(["analyze", str(paths["config"]), "--weights", str(paths["weights"])]) == 1
+    assert "UNSAFE: 4 channel(s) can overflow acc_bits = 9" in capsys.readouterr().out
+
+
+def test_fold_reproduces_the_example(tmp_path):
+    """`qmac fold` on the example's float layer gives its weights and an exact requantization
+    (checked here against an independent float64 evaluation of BN, away from rounding ties)."""
+    w_out, r_out = tmp_path / "w.npy", tmp_path / "r.npz"
+    assert cli.main(["fold", str(EXAMPLES / "layer.toml"), "--layer",
+                     str(EXAMPLES / "float_layer.npz"), "--weights-out", str(w_out),
+                     "--requant-out", str(r_out)]) == 0
+    assert np.array_equal(np.load(w_out), np.load(EXAMPLES / "weights.npy"))
+    cfg = LayerConfig.from_toml(EXAMPLES / "layer.toml")
+    layer = np.load(EXAMPLES / "float_layer.npz")
+    r = np.load(r_out)
+    x = np.load(EXAMPLES / "inputs.npy")
+    q = np.load(w_out)
+    y = golden.layer(cfg, x, q, r["M"], r["B"], r["S"]).y
+    # Float reference from the quantized weights: BN((s_x·x)·(s_w·q)ᵀ + bias) / s_y, rounded.
+    s_w = np.abs(layer["W"]).max(axis=1) / 127
+    z = (float(layer["s_x"]) * x) @ (q * s_w[:, None]).T + layer["bias"]
+    bn = layer["gamma"] * (z - layer["mean"]) / np.sqrt(layer["var"] + layer["eps"]) \
+        + layer["beta"]
+    v = bn / float(layer["s_y"])
+    want = np.clip(np.floor(v + 0.5), 0, 255)
+    clear = np.abs(v + 0.5 - np.round(v + 0.5)) > 1e-6      # not within float error of a tie
+    assert clear.mean() > 0.99
+    assert np.array_equal(y[clear], want[clear])
+
+
+@pytest.mark.parametrize("change, message", [
+    ("missing", "lacks array 'var'"),
+    ("nan", r"gamma\[2\] = nan must be finite"),
+    ("var", r"var\[1\] \+ eps = -1.0 must be positive"),
+    ("shape", r"W must have shape \(64, 64\) for layer digits_fc1, not \(64, 63\)"),
+    ("scale", "the scale s_y is neither in"),
+    ("narrow", "channel\\(s\\) have no exact requantization"),
+])
+def test_fold_bad_input(tmp_path, capsys, change, message):
+    layer = dict(np.load(EXAMPLES / "float_layer.npz"))
+    config = EXAMPLES / "layer.toml"
+    if change == "missing":
+        del layer["var"]
+    elif change == "nan":
+        layer["gamma"] = layer["gamma"].copy()
+        layer["gamma"][2] = np.nan
+    elif change == "var":
+        layer["var"] = layer["var"].copy()
+        layer["var"][1] = -1.0 - float(layer["eps"])
+    elif change == "shape":
+        layer["W"] = layer["W"][:, :63]
+    elif change == "scale":
+        del layer["s_y"]
+    elif change == "narrow":
+        config = tmp_path / "narrow.toml"
+        config.write_text(LayerConfig.from_toml(EXAMPLES / "layer.toml")
+                          .replace(m_bits=8).to_toml())
+    np.savez(tmp_path / "f.npz", **layer)
+    code = cli.main(["fold", str(config), "--layer", str(tmp_path / "f.npz"), "--weights-out",
+                     str(tmp_path / "w.npy"), "--requant-out", str(tmp_path / "r.npz")])
+    assert code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not (tmp_path / "w.npy").exists()
