@@ -137,8 +137,8 @@ def qmac_simulate(vectors, workdir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vectors", type=int, default=200,
-                        help="vectors for the cocotb + Verilator run (default 200)")
+    parser.add_argument("--vectors", type=int, default=1000,
+                        help="vectors for the cocotb + Verilator run (default 1000)")
     parser.add_argument("--amaranth-vectors", type=int, default=10,
                         help="vectors for the Amaranth simulator run (default 10)")
     parser.add_argument("--cli-vectors", type=int, default=1000,

@@ -37,6 +37,8 @@ FAST = [
     config(2, 3, 4, True, 4, "min", "saturate", True, m_bits=12, b_bits=20, s_max=15,
            out_bits=4, out_signed=True),
     config(4, 4, 8, True, 8, 20, "saturate", False, out_bits=8, out_signed=True, relu=True),
+    # Large enough that Verilator splits the model into several C++ files.
+    config(8, 8, 8, False, 8, 32, "wrap", False, m_bits=24, b_bits=40),
 ]
 
 # The full grid (slow): (rows, cols) from 1x1 to 8x8 with non-square and non-power-of-two
