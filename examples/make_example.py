@@ -8,7 +8,7 @@ scikit-learn, no download) in NumPy, then turns its hidden layer into qmac's fil
   batch norm, for every accumulator value the weights can reach;
 - ``inputs.npy``: 100 test images as unsigned 8-bit pixels;
 - ``float_layer.npz``: the trained float layer (``W``, ``bias``, BN ``gamma``, ``beta``,
-  ``mean``, ``var``, ``eps``) and its scales ``s_x``, ``s_y``: the input of ``qmac fold``, which
+  ``mu``, ``var``, ``eps``) and its scales ``s_x``, ``s_y``: the input of ``qmac fold``, which
   reproduces ``weights.npy`` and ``requant.npz`` from it;
 - ``layer.toml``: the layer configuration, with the smallest safe ``acc_bits`` and the ``m_bits``
   and ``b_bits`` the solver needed.
@@ -56,7 +56,7 @@ def main():
              S=S.astype(np.int64))
     np.save(here / "inputs.npy", x)
     np.savez(here / "float_layer.npz", W=p["W1"], bias=p["b1"], gamma=p["gamma"],
-             beta=p["beta"], mean=p["mu"], var=p["var"], eps=p["eps"], s_x=s_x, s_y=s_y)
+             beta=p["beta"], mu=p["mu"], var=p["var"], eps=p["eps"], s_x=s_x, s_y=s_y)
     (here / "layer.toml").write_text(
         "# The hidden layer of a digits MLP (see make_example.py), 4x4 MAC array.\n"
         + cfg.to_toml())

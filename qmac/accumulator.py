@@ -140,5 +140,5 @@ def check_accumulator(cfg, w, *, allow_overflow=False):
             f"acc_bits = {cfg.acc_bits} can overflow: channel {c} reaches "
             f"[{report.lo[c]}, {report.hi[c]}], which needs {report.channel_bits[c]} bits "
             f"({len(bad)} channel(s) unsafe; the layer needs acc_bits >= "
-            f"{report.min_acc_bits}); pass allow_overflow to accept this")
+            f"{report.min_acc_bits})")
     return report

@@ -52,7 +52,7 @@ def build_parser():
                     "reach, with the smallest shift.")
     fold.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
     fold.add_argument("--layer", metavar="FLOAT.npz", required=True,
-                      help="float layer: W (out x in), gamma, beta, mean, var; optional bias, "
+                      help="float layer: W (out x in), gamma, beta, mu, var; optional bias, "
                            "eps (default 1e-5), s_x, s_y")
     fold.add_argument("--s-x", type=float, metavar="SCALE",
                       help="input scale: real input = s_x * integer input")
@@ -61,6 +61,9 @@ def build_parser():
     fold.add_argument("--rounding", choices=("half_up", "half_even", "half_away"),
                       default="half_up", help="rounding of the float reference (default "
                                               "half_up)")
+    fold.add_argument("--allow-overflow", action="store_true",
+                      help="write the files even if the quantized weights can overflow the "
+                           "accumulator")
     fold.add_argument("--weights-out", metavar="W.npy", required=True)
     fold.add_argument("--requant-out", metavar="R.npz", required=True)
     fold.set_defaults(run=_fold)

@@ -175,7 +175,6 @@ def generate(args):
     if (args.weights is None) != (args.requant is None):
         raise UserError("give both --weights and --requant (a layer engine), or neither "
                         "(the bare MAC array and requantization unit)")
-    out.mkdir(parents=True, exist_ok=True)
     modules = []
     started = time.perf_counter()
     if args.weights is not None:
@@ -184,8 +183,9 @@ def generate(args):
         try:
             report = check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
         except AccumulatorOverflowError as error:
-            raise UserError(f"{error} (use --allow-overflow)") from None
+            raise UserError(f"{error}; use --allow-overflow to accept this") from None
         engine = _engine(cfg, weights, M, B, S)
+        out.mkdir(parents=True, exist_ok=True)
         verilog_file = f"{cfg.name}.v"
         print(f"generating layer engine {cfg.name}: K={cfg.K} N={cfg.N} array "
               f"{cfg.rows}x{cfg.cols} ...", file=sys.stderr)
@@ -207,6 +207,7 @@ def generate(args):
     else:
         from hw.mac_array import MacArray
         from hw.requant import Requantizer
+        out.mkdir(parents=True, exist_ok=True)
         for kind, component, suffix in (("mac", MacArray(cfg), "mac"),
                                         ("requant", Requantizer(cfg), "requant")):
             verilog_file = f"{cfg.name}_{suffix}.v"
@@ -245,7 +246,7 @@ def simulate(args):
     try:
         check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
     except AccumulatorOverflowError as error:
-        raise UserError(f"{error} (use --allow-overflow)") from None
+        raise UserError(f"{error}; use --allow-overflow to accept this") from None
     waves = None if args.waves is None else args.waves.rsplit(".", 1)[1]
     engine = _engine(cfg, weights, M, B, S)
     key = json.dumps([cfg.to_dict(), _sha256(weights), [int(v) for v in M],
@@ -333,13 +334,14 @@ def analyze(args):
     return 0
 
 
-_FLOAT_LAYER_KEYS = ("W", "gamma", "beta", "mean", "var")
+_FLOAT_LAYER_KEYS = ("W", "gamma", "beta", "mu", "var")
 _FLOAT_LAYER_OPTIONAL = ("bias", "eps", "s_x", "s_y")
 
 
 def load_float_layer(path):
     """Load a float layer with batch norm from an ``.npz``: ``W`` (N×K), ``gamma``, ``beta``,
-    ``mean``, ``var`` (N each), optional ``bias`` (N), ``eps``, ``s_x``, ``s_y`` (scalars)."""
+    ``mu`` (the running mean), ``var`` (N each), optional ``bias`` (N), ``eps``, ``s_x``, ``s_y``
+    (scalars)."""
     path = Path(path)
     archive = _load_npz(path, "float layer")
     missing = [key for key in _FLOAT_LAYER_KEYS if key not in archive.files]
@@ -382,11 +384,21 @@ def fold(args):
                             f"--{name.replace('_', '-')}")
     eps = layer.get("eps", 1e-5)
     try:
-        folded = fold_layer(W, layer.get("bias"), layer["gamma"], layer["beta"], layer["mean"],
+        folded = fold_layer(W, layer.get("bias"), layer["gamma"], layer["beta"], layer["mu"],
                             layer["var"], eps, s_x=s_x, s_y=s_y, w_bits=cfg.w_bits)
     except ValueError as error:
         raise UserError(f"{args.layer}: {error}") from None
-    report = analyze_weights(cfg, folded.q)
+    try:
+        report = analyze_weights(cfg, folded.q)
+    except golden.RangeError as error:
+        raise UserError(f"quantized weights: {error}") from None
+    if not report.safe and not args.allow_overflow:
+        bad = report.unsafe_channels()
+        raise UserError(
+            f"acc_bits = {cfg.acc_bits} can overflow: channel {bad[0]} of the quantized weights "
+            f"reaches [{report.lo[bad[0]]}, {report.hi[bad[0]]}] ({len(bad)} channel(s) "
+            f"unsafe; the layer needs acc_bits >= {report.min_acc_bits}); raise acc_bits in "
+            f"{args.config}, or use --allow-overflow")
     try:
         requant = solve_layer(cfg, folded.k, folded.b, report.lo, report.hi,
                               rounding=args.rounding)
@@ -399,7 +411,9 @@ def fold(args):
              B=np.asarray(requant.B, dtype=np.int64), S=np.asarray(requant.S, dtype=np.int64))
     print(f"wrote {args.weights_out} ({cfg.w_bits}-bit weights, per-channel scales) and "
           f"{args.requant_out}")
-    print(f"requantization exact for every reachable accumulator value ({args.rounding}): "
+    caveat = "" if report.safe else " (before any accumulator overflow: --allow-overflow)"
+    print(f"requantization exact for every reachable accumulator value{caveat} "
+          f"({args.rounding}): "
           f"S <= {requant.s_needed}, needs m_bits {requant.m_bits} (have {cfg.m_bits}), "
           f"b_bits {requant.b_bits} (have {cfg.b_bits})")
     print(f"accumulator: exact minimum {report.min_acc_bits} bits, L1 bound {report.l1_bits}, "

@@ -109,7 +109,14 @@ def quantize_weights(W, w_bits):
         c = int(np.argmax(underflow))
         raise ValueError(f"W[{c}, :] has max |W| = {float(peak[c])!r}, too small for a "
                          f"float64 scale at w_bits = {w_bits}")
-    q = np.clip(np.round(W / s_w[:, None]), -q_max, q_max).astype(np.int64)
+    rounded = np.round(W / s_w[:, None])
+    if w_bits <= 53:
+        # q_max is exact in float64: clip there.
+        q = np.clip(rounded, -q_max, q_max).astype(np.int64)
+    else:
+        # q_max is not a float64 (it rounds up to 2^(w_bits-1)): clip exact integers.
+        q = np.array([[min(max(int(v), -q_max), q_max) for v in row] for row in rounded],
+                     dtype=np.int64).reshape(rounded.shape)
     return q, s_w
 
 

@@ -158,6 +158,8 @@ def engine_outputs(cfg, packed):
     flags = np.stack([columns[("overflow", r)] for r in range(cfg.rows)], axis=1)
     y = y.reshape(batch, cfg.out_features)
     flags = flags.reshape(batch, cfg.out_features).astype(bool)
-    if cfg.out_bits <= 62:
+    if cfg.out_signed or cfg.out_bits <= 63:
         y = y.astype(np.int64)
+    else:
+        y = y.astype(np.uint64)
     return y, flags, columns[("last",)].astype(bool)

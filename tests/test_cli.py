@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def small_layer(tmp_path, **changes):
     """A small layer (K=8, N=4, 2x2 array) with files for every command-line argument."""
-    cfg = LayerConfig(name="small", in_features=8, out_features=4, rows=2, cols=2, a_bits=4,
+    cfg = LayerConfig(name="fc_small", in_features=8, out_features=4, rows=2, cols=2, a_bits=4,
                       w_bits=4, acc_bits=12, m_bits=8, b_bits=16, s_max=8, out_bits=4,
                       **changes)
     rng = np.random.default_rng(5)
@@ -59,17 +59,17 @@ def test_generate_engine_writes_lint_clean_verilog_and_manifest(tmp_path):
     out = tmp_path / "out"
     assert cli.main(["generate", str(paths["config"]), *args(paths, "weights", "requant"),
                      "-o", str(out)]) == 0
-    assert lint(out / "small.v") == ""
+    assert lint(out / "fc_small.v") == ""
     manifest = json.loads((out / "manifest.json").read_text())
     module, = manifest["modules"]
-    assert module["kind"] == "engine" and module["module"] == "small"
+    assert module["kind"] == "engine" and module["module"] == "fc_small"
     ports = {port["name"]: port for port in module["ports"]}
     assert ports["i__payload"]["width"] == cfg.cols * cfg.a_bits
     assert ports["o__payload"]["width"] == cfg.rows * (cfg.out_bits + 1) + 1
     assert module["parameters"]["S"] == [4, 3, 5, 0]
     assert module["latency_cycles"] > 0 and module["cycles_per_vector"] > 0
     assert manifest["tools"]["verilator"] and manifest["tools"]["amaranth"]
-    text = (out / "small.v").read_text()
+    text = (out / "fc_small.v").read_text()
     for port in ports:
         assert port in text
 
@@ -80,7 +80,7 @@ def test_generate_bare_blocks(tmp_path):
     assert cli.main(["generate", str(paths["config"]), "-o", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["kind"] for m in manifest["modules"]] == ["mac", "requant"]
-    for name in ("small_mac.v", "small_requant.v"):
+    for name in ("fc_small_mac.v", "fc_small_requant.v"):
         assert lint(out / name) == ""
 
 
@@ -200,6 +200,11 @@ def test_analyze_reports_widths(tmp_path, capsys):
     assert "safe: no input vector can overflow acc_bits = 12" in out
     np.save(paths["weights"], np.full_like(w, 7))
     paths["config"].write_text(cfg.replace(acc_bits=9).to_toml())
+    # generate refuses it too, before creating anything.
+    assert cli.main(["generate", str(paths["config"]), *args(paths, "weights", "requant"),
+                     "-o", str(tmp_path / "refused")]) == 2
+    assert not (tmp_path / "refused").exists()
+    assert "use --allow-overflow" in capsys.readouterr().err
     assert cli.main(["analyze", str(paths["config"]), "--weights", str(paths["weights"])]) == 1
     assert "UNSAFE: 4 channel(s) can overflow acc_bits = 9" in capsys.readouterr().out
 
@@ -221,7 +226,7 @@ def test_fold_reproduces_the_example(tmp_path):
     # Float reference from the quantized weights: BN((s_x·x)·(s_w·q)ᵀ + bias) / s_y, rounded.
     s_w = np.abs(layer["W"]).max(axis=1) / 127
     z = (float(layer["s_x"]) * x) @ (q * s_w[:, None]).T + layer["bias"]
-    bn = layer["gamma"] * (z - layer["mean"]) / np.sqrt(layer["var"] + layer["eps"]) \
+    bn = layer["gamma"] * (z - layer["mu"]) / np.sqrt(layer["var"] + layer["eps"]) \
         + layer["beta"]
     v = bn / float(layer["s_y"])
     want = np.clip(np.floor(v + 0.5), 0, 255)
@@ -237,6 +242,8 @@ def test_fold_reproduces_the_example(tmp_path):
     ("shape", r"W must have shape \(64, 64\) for layer digits_fc1, not \(64, 63\)"),
     ("scale", "the scale s_y is neither in"),
     ("narrow", "channel\\(s\\) have no exact requantization"),
+    ("mu", r"mu\[4\] = inf must be finite"),
+    ("acc", r"acc_bits = 18 can overflow: channel \d+ of the quantized weights reaches"),
 ])
 def test_fold_bad_input(tmp_path, capsys, change, message):
     layer = dict(np.load(EXAMPLES / "float_layer.npz"))
@@ -253,6 +260,13 @@ def test_fold_bad_input(tmp_path, capsys, change, message):
         layer["W"] = layer["W"][:, :63]
     elif change == "scale":
         del layer["s_y"]
+    elif change == "mu":
+        layer["mu"] = layer["mu"].copy()
+        layer["mu"][4] = np.inf
+    elif change == "acc":
+        config = tmp_path / "acc.toml"
+        config.write_text(LayerConfig.from_toml(EXAMPLES / "layer.toml")
+                          .replace(acc_bits=18).to_toml())
     elif change == "narrow":
         config = tmp_path / "narrow.toml"
         config.write_text(LayerConfig.from_toml(EXAMPLES / "layer.toml")
@@ -262,4 +276,25 @@ def test_fold_bad_input(tmp_path, capsys, change, message):
                      str(tmp_path / "w.npy"), "--requant-out", str(tmp_path / "r.npz")])
     assert code == 2
     assert __import__("re").search(message, capsys.readouterr().err)
-    assert not (tmp_path / "w.npy").exists()
+    assert not (tmp_path / "w.npy").exists() and not (tmp_path / "r.npz").exists()
+
+
+@pytest.mark.parametrize("out_bits, out_signed, dtype", [(62, False, np.int64),
+                                                         (63, False, np.int64),
+                                                         (64, True, np.int64),
+                                                         (64, False, np.uint64)])
+def test_wide_outputs_save_as_plain_npy(tmp_path, out_bits, out_signed, dtype):
+    """Output arrays of any width are written as plain integer .npy files (no pickles)."""
+    from sim import beats
+    cfg = LayerConfig(in_features=2, out_features=2, rows=2, a_bits=8, w_bits=8, acc_bits=64,
+                      m_bits=64, b_bits=64, s_max=8, out_bits=out_bits, out_signed=out_signed)
+    extremes = [cfg.y_min, cfg.y_max]
+    packed = beats.pack_columns(
+        __import__("hw.layouts", fromlist=["x"]).engine_output_layout(cfg),
+        {("y", 0): [extremes[0]], ("y", 1): [extremes[1]], ("overflow", 0): [1],
+         ("overflow", 1): [0], ("last",): [1]}, 1)
+    y, flags, last = beats.engine_outputs(cfg, packed)
+    assert y.dtype == dtype and [int(v) for v in y[0]] == extremes
+    np.save(tmp_path / "y.npy", y)
+    assert [int(v) for v in np.load(tmp_path / "y.npy", allow_pickle=False)[0]] == extremes
+    assert flags.tolist() == [[True, False]] and last.tolist() == [True]

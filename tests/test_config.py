@@ -47,6 +47,10 @@ def test_minimal_toml_uses_defaults(tmp_path):
     ("[layer]\nin_features = 8.5\nout_features = 4\n", "in_features must be an integer"),
     ("[layer]\nin_features = 8\nout_features = 4\nname = \"9lives\"\n",
      "name must be a Verilog identifier"),
+    ("[layer]\nin_features = 8\nout_features = 4\nname = \"module\"\n",
+     "name must not be a Verilog keyword, not 'module'"),
+    ("[layer]\nin_features = 8\nout_features = 4\nname = \"logic\"\n",
+     "name must not be a Verilog keyword, not 'logic'"),
 ])
 def test_bad_toml_names_key_and_value(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

@@ -157,3 +157,19 @@ def test_fold_layer_zero_channel():
                        s_y=1.0, w_bits=8)
     assert layer.q.tolist() == [[0, 0], [64, -127]]
     assert layer.s_w[0] == 1.0 and layer.k[0] == 1.0 and layer.b[0] == 0.5
+
+
+@pytest.mark.parametrize("w_bits", [53, 54, 55, 63, 64])
+def test_quantize_wide_weights_stay_in_range(w_bits):
+    """At widths where 2^(w_bits-1) - 1 is not a float64, the largest weight must still map to
+    exactly ±(2^(w_bits-1) - 1), never to ±2^(w_bits-1) (nor wrap in int64)."""
+    q_max = (1 << (w_bits - 1)) - 1
+    q, _ = quantize_weights([[1.0, -1.0, 0.5, 0.0], [-3.0, 3.0, -1.5, 1e-300]], w_bits)
+    assert q.dtype == np.int64
+    assert all(-q_max <= int(v) <= q_max for v in q.ravel())
+    # Within float64 resolution of ±q_max (exactly ±q_max where q_max is a float64).
+    slack = 2 ** max(0, w_bits - 52)
+    for got, want in zip(q[:, :2].ravel(), [q_max, -q_max, -q_max, q_max]):
+        assert abs(int(got) - want) <= slack and (int(got) > 0) == (want > 0)
+    # The half-scale weight lands within float64 resolution of q_max / 2, with the right sign.
+    assert abs(int(q[0, 2]) - q_max / 2) <= 2 ** max(0, w_bits - 53) and int(q[1, 2]) < 0
