@@ -2,52 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.layouts import flat_fields
 from hw.verilog import convert
 from .tools import verilator_env
 
 
-__all__ = ["Built", "StreamRun", "WavesError", "build", "fst_supported", "lint", "pack", "unpack",
-           "run_stream"]
+__all__ = ["Built", "StreamRun", "WavesError", "build", "fst_supported", "lint", "run_stream"]
 
 
-def pack(layout, beats):
-    """Pack beats (dicts ``{path: int}`` keyed like :func:`hw.layouts.flat_fields` paths) into
-    integers."""
-    fields = flat_fields(layout)
-    packed = []
-    for beat in beats:
-        value = 0
-        for path, offset, width, _signed in fields:
-            field = int(beat[path])
-            value |= (field & ((1 << width) - 1)) << offset
-        packed.append(value)
-    return packed
-
-
-def unpack(layout, values):
-    """Unpack integers into dicts ``{path: int}`` (signed fields sign-extended)."""
-    fields = flat_fields(layout)
-    beats = []
-    for value in values:
-        beat = {}
-        for path, offset, width, is_signed in fields:
-            field = (value >> offset) & ((1 << width) - 1)
-            if is_signed and field >> (width - 1):
-                field -= 1 << width
-            beat[path] = field
-        beats.append(beat)
-    return beats
+@contextlib.contextmanager
+def _verilator_environment():
+    """Run the cocotb runner with Verilator on ``PATH`` (it reads ``os.environ``), then put the
+    environment back. Pytest's ``PYTEST_CURRENT_TEST`` is hidden so that the runner does not
+    name its result files after the calling test."""
+    saved = os.environ.copy()
+    os.environ.update(verilator_env())
+    os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def lint(verilog_path):
@@ -106,17 +89,12 @@ def build(component, *, name, build_dir, waves=None, log=None):
                              "not ship (Debian: apt-get install liblz4-dev); write a .vcd trace "
                              "instead")
         build_args.append("--trace-fst")
-    saved = os.environ.copy()
-    os.environ.update(verilator_env())
-    try:
+    with _verilator_environment():
         runner = get_runner("verilator")
         runner.build(sources=[verilog_path], hdl_toplevel=name,
                      build_dir=build_dir / "sim_build", build_args=build_args,
                      waves=waves is not None, always=True, timescale=("1ns", "1ps"),
                      log_file=build_dir / "build.log" if log is None else log)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     stamp_path.write_text(stamp)
     return Built(name, build_dir, verilog_path, waves, time.perf_counter() - start)
 
@@ -189,11 +167,7 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
         test_args = ["--trace-file", str(Path(waves_file).resolve())]
     log_path = run_dir / "sim.log"
     start = time.perf_counter()
-    saved = os.environ.copy()
-    os.environ.update(verilator_env())
-    # Keep pytest's notion of the current test out of the runner's file naming.
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    try:
+    with _verilator_environment():
         runner = get_runner("verilator")
         results_xml = runner.test(
             test_module="sim.tb_stream", hdl_toplevel=built.name, hdl_toplevel_lang="verilog",
@@ -202,9 +176,6 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
                        "COCOTB_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath()},
             waves=waves_file is not None, test_args=test_args, timescale=("1ns", "1ps"),
             results_xml=str(run_dir / "results.xml"), log_file=log_path)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     seconds = time.perf_counter() - start
     log = log_path.read_text() if log_path.exists() else ""
     if not result_path.exists():
