@@ -283,11 +283,15 @@ class LayerConfig:
         """Width that holds every product ``x·w`` (``a_bits + w_bits``)."""
         return self.a_bits + self.w_bits
 
+    def sum_bits(self, count):
+        """Width that holds every exact sum of ``count`` products ``x·w``."""
+        corners = [x * w for x in (self.x_min, self.x_max) for w in (self.w_min, self.w_max)]
+        return signed_width(count * min(corners), count * max(corners))
+
     @property
     def beat_sum_bits(self):
         """Width that holds every exact sum of ``cols`` products."""
-        corners = [x * w for x in (self.x_min, self.x_max) for w in (self.w_min, self.w_max)]
-        return signed_width(self.cols * min(corners), self.cols * max(corners))
+        return self.sum_bits(self.cols)
 
     @property
     def acc_min(self):

@@ -6,7 +6,6 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .config import signed_width
 
 
 __all__ = ["MacArray"]
@@ -75,12 +74,6 @@ class MacArray(wiring.Component):
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
         })
 
-    def _sum_bits(self, count):
-        """Width of an exact sum of ``count`` products."""
-        cfg = self.cfg
-        corners = [x * w for x in (cfg.x_min, cfg.x_max) for w in (cfg.w_min, cfg.w_max)]
-        return signed_width(count * min(corners), count * max(corners))
-
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
@@ -96,7 +89,7 @@ class MacArray(wiring.Component):
         valid = Signal(name="product_valid")
         first = Signal(name="product_first")
         last  = Signal(name="product_last")
-        product_bits = self._sum_bits(1)
+        product_bits = cfg.sum_bits(1)
         rows = []
         for r in range(cfg.rows):
             row = []
@@ -125,7 +118,7 @@ class MacArray(wiring.Component):
                 for k in range(0, len(row), 2):
                     pair = row[k:k + 2]
                     count = sum(n for _, n in pair)
-                    node = Signal(signed(self._sum_bits(count)),
+                    node = Signal(signed(cfg.sum_bits(count)),
                                   name=f"sum_l{level + 1}_{r}_{k // 2}")
                     if len(pair) == 2:
                         (a, _), (b, _) = pair
