@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmac import accumulator
 from qmac.fold import fold_layer, quantize_weights
 from qmac.solver import naive_requant, signed_bits, solve, tflite_mismatches, verify
 
@@ -46,10 +47,10 @@ LIMITS = dict(m_bits=48, b_bits=64, s_max=60)       # generous: report what is n
 
 
 def reachable_range(q, x_min, x_max):
-    """Exact accumulator range per channel for integer weights ``q`` (DESIGN.md)."""
-    positive = np.where(q > 0, q, 0).sum(axis=1)
-    negative = np.where(q < 0, q, 0).sum(axis=1)
-    return x_min * positive + x_max * negative, x_max * positive + x_min * negative
+    """Exact accumulator range per channel (:func:`qmac.accumulator.reachable_range`), as
+    int64 arrays so that channels can be picked by index."""
+    lo, hi = accumulator.reachable_range(q, x_min, x_max)
+    return np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64)
 
 
 def measure(name, k, b, acc_lo, acc_hi, y_min, y_max, sample_exhaustive):

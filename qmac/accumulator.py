@@ -50,12 +50,12 @@ def reachable_range(w, x_min, x_max):
     w = np.asarray(w)
     if w.ndim != 2:
         raise ValueError(f"weights must be a 2-D array (channels, K), not shape {w.shape}")
-    lo, hi = [], []
-    for row in w:
-        positive = sum(int(v) for v in row if v > 0)
-        negative = sum(int(v) for v in row if v < 0)
-        hi.append(x_max * positive + x_min * negative)
-        lo.append(x_min * positive + x_max * negative)
+    # Sums of object (Python int) arrays are exact at any width.
+    exact = w.astype(object)
+    positive = np.where(w > 0, exact, 0).sum(axis=1)
+    negative = np.where(w < 0, exact, 0).sum(axis=1)
+    hi = [x_max * int(p) + x_min * int(n) for p, n in zip(positive, negative)]
+    lo = [x_min * int(p) + x_max * int(n) for p, n in zip(positive, negative)]
     return lo, hi
 
 
@@ -116,7 +116,7 @@ def analyze(cfg, w):
     lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
     channel_bits = [signed_width(a, b) for a, b in zip(lo, hi)]
     max_abs_x = max(abs(cfg.x_min), abs(cfg.x_max))
-    l1 = max(sum(abs(int(v)) for v in row) for row in w) * max_abs_x
+    l1 = int(np.abs(np.asarray(w, dtype=object)).sum(axis=1).max()) * max_abs_x
     return AccumulatorReport(
         lo=lo, hi=hi, channel_bits=channel_bits, min_acc_bits=max(channel_bits),
         datatype_bits=cfg.a_bits + cfg.w_bits + math.ceil(math.log2(cfg.in_features)),

@@ -6,6 +6,7 @@ Generator`, and returns plain integer arrays; expected values always come from t
 
 import numpy as np
 
+from qmac.accumulator import extreme_inputs, reachable_range
 from sim import golden
 
 
@@ -57,8 +58,7 @@ def mac_inputs(cfg, w, rng, n_random=16):
     vectors = [random_ints(rng, cfg.x_min, cfg.x_max, (n_random, cfg.in_features))]
     vectors.append(np.full((1, cfg.in_features), cfg.x_min))
     vectors.append(np.full((1, cfg.in_features), cfg.x_max))
-    x_hi = np.where(w > 0, cfg.x_max, np.where(w < 0, cfg.x_min, 0))
-    x_lo = np.where(w > 0, cfg.x_min, np.where(w < 0, cfg.x_max, 0))
+    x_hi, x_lo = extreme_inputs(w, cfg.x_min, cfg.x_max)
     vectors += [x_hi[:4], x_lo[:4]]
     boundary = []
     for row in w[:4]:
@@ -118,7 +118,6 @@ def engine_params(cfg, w, rng):
     maps the reachable accumulator range (as far as ``acc_bits`` holds it) to 1.5 times
     ``[y_min, y_max]``, centred, with random signs, so that both clamp edges and the inside are
     hit. ``S`` is the largest shift that keeps ``M`` within ``m_bits`` (shared: for all)."""
-    from qmac.accumulator import reachable_range
     lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
     lo = [max(v, cfg.acc_min) for v in lo]
     hi = [min(v, cfg.acc_max) for v in hi]
