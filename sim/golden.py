@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw import checks as _checks
 from hw.checks import (RangeError, check_inputs, check_range, check_requant, check_weights,
                        exact_array)
 
@@ -20,10 +19,6 @@ __all__ = [
     "RangeError", "check_range", "check_weights", "check_requant", "check_inputs",
     "wrap", "saturate", "mac", "requantize", "layer", "LayerResult",
 ]
-
-# Values whose magnitude stays below 2**_INT64_SAFE_BITS are computed in int64.
-_INT64_SAFE_BITS = _checks._INT64_SAFE_BITS
-_exact = exact_array
 
 
 def wrap(value, bits):
@@ -59,7 +54,7 @@ def mac(cfg, x, w):
     x = check_inputs(cfg, x)
     w = check_weights(cfg, w)
     bits = max(cfg.acc_bits, cfg.beat_sum_bits) + 2
-    x, w = _exact(x, bits), _exact(w, bits)
+    x, w = exact_array(x, bits), exact_array(w, bits)
     overflow_mode = wrap if cfg.overflow == "wrap" else saturate
     acc = None
     flags = np.zeros((x.shape[0], cfg.out_features), dtype=bool)
@@ -81,16 +76,13 @@ def requantize(cfg, acc, M, B, S):
     M, B, S = check_requant(cfg, M, B, S)
     acc = check_range("acc", acc, cfg.acc_min, cfg.acc_max)
     bits = max(cfg.acc_bits + cfg.m_bits, cfg.b_bits) + 2
-    acc, M, B = _exact(acc, bits), _exact(M, bits), _exact(B, bits)
-    if acc.dtype == object:
-        S = _exact(S, _INT64_SAFE_BITS + 1)
-    else:
-        S = S.astype(np.int64)
+    acc, M, B = exact_array(acc, bits), exact_array(M, bits), exact_array(B, bits)
+    S = S.astype(object) if acc.dtype == object else S.astype(np.int64)
     value = (acc * M + B) >> S
     if value.dtype == object:
         value = np.where(value < cfg.y_min, cfg.y_min, np.where(value > cfg.y_max, cfg.y_max,
                                                                    value))
-        return _exact(value, cfg.out_bits + 1)
+        return exact_array(value, cfg.out_bits + 1)
     return np.clip(value, cfg.y_min, cfg.y_max)
 
 
