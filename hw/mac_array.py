@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .pipeline import stage
 
 
 __all__ = ["MacArray"]
@@ -86,9 +87,8 @@ class MacArray(wiring.Component):
 
         # Stage 1: registered products. ``x·w`` fits ``product_bits`` signed for either
         # signedness of ``x``; the slice drops the extra bit of an unsigned-by-signed product.
-        valid = Signal(name="product_valid")
-        first = Signal(name="product_first")
-        last  = Signal(name="product_last")
+        valid, first, last = stage(m, en, "product", valid=self.i.valid,
+                                   first=self.i.p.first, last=self.i.p.last)
         product_bits = cfg.sum_bits(1)
         rows = []
         for r in range(cfg.rows):
@@ -100,12 +100,6 @@ class MacArray(wiring.Component):
                         (self.i.p.x[c] * self.i.p.w[r][c])[:product_bits].as_signed())
                 row.append((product, 1))
             rows.append(row)
-        with m.If(en):
-            m.d.sync += [
-                valid.eq(self.i.valid),
-                first.eq(self.i.p.first),
-                last.eq(self.i.p.last),
-            ]
 
         # Adder tree: each node is (signal, number of products it sums), so that every node has
         # exactly the width its range needs. A register after every `levels_per_stage` levels.
@@ -134,16 +128,8 @@ class MacArray(wiring.Component):
                 next_rows.append(next_row)
             rows = next_rows
             if registered:
-                valid_next = Signal(name=f"sum_l{level + 1}_valid")
-                first_next = Signal(name=f"sum_l{level + 1}_first")
-                last_next  = Signal(name=f"sum_l{level + 1}_last")
-                with m.If(en):
-                    m.d.sync += [
-                        valid_next.eq(valid),
-                        first_next.eq(first),
-                        last_next.eq(last),
-                    ]
-                valid, first, last = valid_next, first_next, last_next
+                valid, first, last = stage(m, en, f"sum_l{level + 1}", valid=valid,
+                                           first=first, last=last)
 
         # Accumulators, which are also the output registers.
         acc_lo = -(1 << (cfg.acc_bits - 1))

@@ -5,6 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .pipeline import stage
 
 
 __all__ = ["Requantizer"]
@@ -89,24 +90,14 @@ class Requantizer(wiring.Component):
             self.i.ready.eq(en),
         ]
 
-        s_shape = self.i.p.s.shape()
-        overflow_shape = self.i.p.overflow.shape()
-
         # Stage 1: products; B, S, overflow and last travel alongside.
         products = [Signal(signed(self.product_bits), name=f"product_{r}")
                     for r in range(cfg.rows)]
         offsets = [Signal(signed(cfg.b_bits), name=f"offset_{r}") for r in range(cfg.rows)]
-        s1_valid = Signal(name="product_valid")
-        s1_shift = Signal(s_shape, name="product_shift")
-        s1_overflow = Signal(overflow_shape, name="product_overflow")
-        s1_last = Signal(name="product_last")
+        s1_valid, s1_shift, s1_overflow, s1_last = stage(
+            m, en, "product", valid=self.i.valid, shift=self.i.p.s,
+            overflow=self.i.p.overflow, last=self.i.p.last)
         with m.If(en):
-            m.d.sync += [
-                s1_valid.eq(self.i.valid),
-                s1_shift.eq(self.i.p.s),
-                s1_overflow.eq(self.i.p.overflow),
-                s1_last.eq(self.i.p.last),
-            ]
             for r in range(cfg.rows):
                 m.d.sync += [
                     products[r].eq(self.i.p.acc[r] * self.i.p.m[r]),
@@ -115,17 +106,9 @@ class Requantizer(wiring.Component):
 
         # Stage 2: sums.
         sums = [Signal(signed(self.sum_bits), name=f"sum_{r}") for r in range(cfg.rows)]
-        s2_valid = Signal(name="sum_valid")
-        s2_shift = Signal(s_shape, name="sum_shift")
-        s2_overflow = Signal(overflow_shape, name="sum_overflow")
-        s2_last = Signal(name="sum_last")
+        s2_valid, s2_shift, s2_overflow, s2_last = stage(
+            m, en, "sum", valid=s1_valid, shift=s1_shift, overflow=s1_overflow, last=s1_last)
         with m.If(en):
-            m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_shift.eq(s1_shift),
-                s2_overflow.eq(s1_overflow),
-                s2_last.eq(s1_last),
-            ]
             for r in range(cfg.rows):
                 m.d.sync += sums[r].eq(products[r] + offsets[r])
 
