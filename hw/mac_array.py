@@ -6,7 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pipeline import stage
+from .pipeline import global_enable, stage
 
 
 __all__ = ["MacArray"]
@@ -79,11 +79,7 @@ class MacArray(wiring.Component):
         cfg = self.cfg
         m = Module()
 
-        en = Signal()
-        m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en),
-        ]
+        en = global_enable(m, self.i, self.o)
 
         # Stage 1: registered products. ``x·w`` fits ``product_bits`` signed for either
         # signedness of ``x``; the slice drops the extra bit of an unsigned-by-signed product.

@@ -3,7 +3,19 @@
 from amaranth.hdl import Signal
 
 
-__all__ = ["stage"]
+__all__ = ["global_enable", "stage"]
+
+
+def global_enable(m, i, o):
+    """The enable of a pipeline that stalls as a whole: high when the output register is empty
+    or being read (``~o.valid | o.ready``); it is also ``i.ready``. ``o.valid`` stays a register,
+    so no ``valid`` waits on a ``ready``."""
+    en = Signal()
+    m.d.comb += [
+        en.eq(~o.valid | o.ready),
+        i.ready.eq(en),
+    ]
+    return en
 
 
 def stage(m, en, prefix, **values):

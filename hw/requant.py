@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pipeline import stage
+from .pipeline import global_enable, stage
 
 
 __all__ = ["Requantizer"]
@@ -84,11 +84,7 @@ class Requantizer(wiring.Component):
         cfg = self.cfg
         m = Module()
 
-        en = Signal()
-        m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en),
-        ]
+        en = global_enable(m, self.i, self.o)
 
         # Stage 1: products; B, S, overflow and last travel alongside.
         products = [Signal(signed(self.product_bits), name=f"product_{r}")
