@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hw import layouts  # noqa: E402
-from hw.config import LayerConfig  # noqa: E402
-from hw.engine import LayerEngine  # noqa: E402
-from sim import beats, golden  # noqa: E402
-from sim.runner import build, run_stream  # noqa: E402
+from qmac.hw import layouts  # noqa: E402
+from qmac.hw.config import LayerConfig  # noqa: E402
+from qmac.hw.engine import LayerEngine  # noqa: E402
+from qmac.sim import beats, golden  # noqa: E402
+from qmac.sim.runner import build, run_stream  # noqa: E402
 
 # Research note §4.1 (same kind of machine): cocotb 2.1 costs about 14 µs per cycle when driving
 # two signals per cycle with trusted inertial writes (Verilator's default), i.e. about 70 k

@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bn_bits import float_forward, train_digits_mlp  # noqa: E402
 
-from hw.config import LayerConfig  # noqa: E402
+from qmac.hw.config import LayerConfig  # noqa: E402
 from qmac.accumulator import analyze, reachable_range  # noqa: E402
 from qmac.fold import fold_layer  # noqa: E402
 from qmac.solver import solve_layer  # noqa: E402
-from sim import golden  # noqa: E402
+from qmac.sim import golden  # noqa: E402
 
 
 def main():

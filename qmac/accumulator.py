@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.config import signed_width
-from sim.golden import check_weights
+from qmac.hw.config import signed_width
+from qmac.sim.golden import check_weights
 
 
 __all__ = ["AccumulatorOverflowError", "AccumulatorReport", "reachable_range", "analyze",

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.tools import console_script, verilator_bin_dir, verilator_version
+from qmac.sim.tools import console_script, verilator_bin_dir, verilator_version
 
 
 __all__ = ["Tool", "check_tools", "doctor"]

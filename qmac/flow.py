@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.config import ConfigError, LayerConfig
-from sim import golden
+from qmac.hw.config import ConfigError, LayerConfig
+from qmac.sim import golden
 from .accumulator import AccumulatorOverflowError, check_accumulator
 
 
@@ -103,8 +103,8 @@ def _load_config(path):
 
 
 def _versions():
-    from hw.verilog import yosys_version
-    from sim.tools import verilator_version
+    from qmac.hw.verilog import yosys_version
+    from qmac.sim.tools import verilator_version
     versions = {}
     for package in ("qmac", "amaranth", "numpy", "cocotb"):
         try:
@@ -130,14 +130,14 @@ def _ports(component):
 
 
 def _stream_fields(layout):
-    from hw.layouts import flat_fields
+    from qmac.hw.layouts import flat_fields
     return [{"field": ".".join(map(str, path)), "offset": offset, "width": width,
              "signed": is_signed} for path, offset, width, is_signed in flat_fields(layout)]
 
 
 def manifest(cfg, component, *, kind, verilog_file, extra=None):
     """The manifest of one generated module: ports, payload layouts, latency, tool versions."""
-    from hw import layouts
+    from qmac.hw import layouts
     payloads = {
         "mac": (layouts.mac_input_layout(cfg), layouts.mac_output_layout(cfg)),
         "requant": (layouts.requant_input_layout(cfg), layouts.requant_output_layout(cfg)),
@@ -163,13 +163,13 @@ def _sha256(array):
 
 
 def _engine(cfg, weights, M, B, S):
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     return LayerEngine(cfg, weights, M, B, S)
 
 
 def generate(args):
     """``qmac generate``: write Verilog and ``manifest.json``."""
-    from hw.verilog import convert
+    from qmac.hw.verilog import convert
     cfg = _load_config(args.config)
     out = Path(args.output)
     if (args.weights is None) != (args.requant is None):
@@ -205,8 +205,8 @@ def generate(args):
                             "channel_hi": [int(v) for v in report.hi]},
         }))
     else:
-        from hw.mac_array import MacArray
-        from hw.requant import Requantizer
+        from qmac.hw.mac_array import MacArray
+        from qmac.hw.requant import Requantizer
         out.mkdir(parents=True, exist_ok=True)
         for kind, component, suffix in (("mac", MacArray(cfg), "mac"),
                                         ("requant", Requantizer(cfg), "requant")):
@@ -233,8 +233,8 @@ def _build_dir(cfg, args, verilog_key):
 
 def simulate(args):
     """``qmac simulate``: run a batch through the layer engine under Verilator + cocotb."""
-    from sim import beats
-    from sim.runner import WavesError, build, run_stream
+    from qmac.sim import beats
+    from qmac.sim.runner import WavesError, build, run_stream
     cfg = _load_config(args.config)
     weights = load_weights(cfg, args.weights)
     M, B, S = load_requant(cfg, args.requant)
@@ -265,7 +265,7 @@ def simulate(args):
     n_outputs = len(x) * cfg.folds
     print(f"simulating {len(x)} vectors ({len(inputs)} input beats, {n_outputs} output beats, "
           f"stall {args.stall}) ...", file=sys.stderr)
-    from hw.layouts import engine_input_layout
+    from qmac.hw.layouts import engine_input_layout
     run = run_stream(built, inputs, n_outputs=n_outputs, stall=args.stall, seed=args.seed,
                      in_width=engine_input_layout(cfg).size,
                      waves_file=args.waves)

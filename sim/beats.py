@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw import layouts
-from hw.layouts import flat_fields
+from qmac.hw import layouts
+from qmac.hw.layouts import flat_fields
 from . import golden
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.checks import (RangeError, check_inputs, check_range, check_requant, check_weights,
+from qmac.hw.checks import (RangeError, check_inputs, check_range, check_requant, check_weights,
                        exact_array)
 
 

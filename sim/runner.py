@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.verilog import convert
+from qmac.hw.verilog import convert
 from .tools import verilator_env
 
 
@@ -116,7 +116,7 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
                reset_prefix=None, reset_cycles=1, prefix_wait_cycles=0, drain_cycles=64,
                max_cycles=None,
                waves_file=None, label="run"):
-    """Run the cocotb stream testbench (:mod:`sim.tb_stream`) on a built model.
+    """Run the cocotb stream testbench (:mod:`qmac.sim.tb_stream`) on a built model.
 
     Parameters
     ----------
@@ -170,7 +170,7 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
     with _verilator_environment():
         runner = get_runner("verilator")
         results_xml = runner.test(
-            test_module="sim.tb_stream", hdl_toplevel=built.name, hdl_toplevel_lang="verilog",
+            test_module="qmac.sim.tb_stream", hdl_toplevel=built.name, hdl_toplevel_lang="verilog",
             build_dir=built.build_dir / "sim_build", test_dir=run_dir,
             extra_env={"QMAC_TB_PLAN": str(plan_path), "QMAC_TB_RESULT": str(result_path),
                        "COCOTB_LOG_LEVEL": "WARNING", "PYTHONPATH": _pythonpath()},

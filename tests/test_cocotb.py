@@ -9,10 +9,10 @@ the golden model bit for bit. A reset pulse in the middle of a stream must leave
 import numpy as np
 import pytest
 
-from hw import layouts
-from hw.config import LayerConfig
-from sim import beats, golden
-from sim.runner import build, lint, run_stream
+from qmac.hw import layouts
+from qmac.hw.config import LayerConfig
+from qmac.sim import beats, golden
+from qmac.sim.runner import build, lint, run_stream
 from vectors import engine_params, mac_inputs, mac_weights, requant_cases
 
 
@@ -77,7 +77,7 @@ def _build(component, cfg, tmp_path_factory, kind):
 
 
 def _check_mac(cfg, tmp_path_factory, seed):
-    from hw.mac_array import MacArray
+    from qmac.hw.mac_array import MacArray
     rng = np.random.default_rng(seed)
     dut = MacArray(cfg)
     built = _build(dut, cfg, tmp_path_factory, "mac")
@@ -108,7 +108,7 @@ def _check_mac(cfg, tmp_path_factory, seed):
 
 
 def _check_requant(cfg, tmp_path_factory, seed):
-    from hw.requant import Requantizer
+    from qmac.hw.requant import Requantizer
     rng = np.random.default_rng(seed)
     dut = Requantizer(cfg)
     built = _build(dut, cfg, tmp_path_factory, "requant")
@@ -138,7 +138,7 @@ def _check_requant(cfg, tmp_path_factory, seed):
 
 
 def _check_engine(cfg, tmp_path_factory, seed, batch=12):
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     rng = np.random.default_rng(seed)
     w = mac_weights(cfg, rng)
     M, B, S = engine_params(cfg, w, rng)
@@ -204,7 +204,7 @@ def test_layer_engine_grid(cfg, tmp_path_factory):
 
 def test_mismatch_is_reported(tmp_path_factory):
     """The testbench can fail: a wrong expected beat is caught and named."""
-    from hw.mac_array import MacArray
+    from qmac.hw.mac_array import MacArray
     cfg = FAST[0]
     rng = np.random.default_rng(0)
     built = _build(MacArray(cfg), cfg, tmp_path_factory, "mac")

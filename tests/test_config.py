@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hw.config import ConfigError, LayerConfig, signed_width
+from qmac.hw.config import ConfigError, LayerConfig, signed_width
 
 
 def write(tmp_path, text):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hw.config import LayerConfig
+from qmac.hw.config import LayerConfig
 from qmac.accumulator import analyze, extreme_inputs, reachable_range
-from sim import golden
+from qmac.sim import golden
 
 
 def reference_mac(cfg, x, w):

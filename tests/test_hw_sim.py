@@ -11,9 +11,9 @@ import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-from hw.config import LayerConfig
-from hw.mac_array import MacArray
-from sim import golden
+from qmac.hw.config import LayerConfig
+from qmac.hw.mac_array import MacArray
+from qmac.sim import golden
 from streams import expect_idle, stream_get, stream_put
 
 
@@ -395,7 +395,7 @@ def requant_beats(cfg, lanes, rng):
 def check_requant(cfg, *, seed=2, count=40):
     rng = random.Random(seed)
     beats, channels = requant_beats(cfg, requant_stimulus(cfg, seed, count), rng)
-    from hw.requant import Requantizer
+    from qmac.hw.requant import Requantizer
     got = stream_test(Requantizer(cfg), beats, len(beats), seed=seed)
     n = len(channels)
     flat_cfg = cfg.replace(out_features=n, rows=1, shared_shift=False)
@@ -517,7 +517,7 @@ def check_engine_outputs(cfg, x, w, M, B, S, got):
 
 
 def check_engine(cfg, *, seed=3, batch=5, kind="uniform", levels_per_stage=1):
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     x, w, M, B, S = engine_problem(cfg, seed, batch, kind)
     dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=levels_per_stage)
     got = stream_test(dut, engine_beats(cfg, x), batch * cfg.folds, seed=seed,
@@ -560,7 +560,7 @@ def test_engine_extreme_operands(cfg):
 
 
 def test_engine_tree_pipelining():
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     cfg = ENGINE_CONFIGS[-1]
     check_engine(cfg, levels_per_stage=2)
     x, w, M, B, S = engine_problem(cfg, 2, 1)
@@ -572,7 +572,7 @@ def test_engine_tree_pipelining():
 @pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
 def test_engine_cycles(cfg):
     """At full rate (no gaps, no stalls) the last output beat comes in cycle cycles(batch) - 1."""
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     batch = 3
     x, w, M, B, S = engine_problem(cfg, 5, batch)
     dut = LayerEngine(cfg, w, M, B, S)
@@ -611,7 +611,7 @@ RESET_CASES = [(RESET_CONFIG, 1), (RESET_CONFIG, 4), (RESET_CONFIG, 5), (RESET_C
 def test_engine_reset_mid_vector(cfg, cut):
     """A synchronous reset in the middle of a vector, with results in flight, leaves nothing
     behind: after it, the next ``beats`` beats form a fresh vector."""
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     x, w, M, B, S = engine_problem(cfg, 6, 6)
     stale, fresh = x[:3], x[3:]
     dut = LayerEngine(cfg, w, M, B, S)
@@ -646,7 +646,7 @@ def test_engine_reset_mid_vector(cfg, cut):
 
 
 def test_engine_rejects_bad_parameters():
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     cfg = ENGINE_CONFIGS[1]
     x, w, M, B, S = engine_problem(cfg, 1, 2)
     bad_w = w.copy()
@@ -660,7 +660,7 @@ def test_engine_rejects_bad_parameters():
 
 
 def test_requantizer_latency():
-    from hw.requant import Requantizer
+    from qmac.hw.requant import Requantizer
     cfg = RQ_CONFIGS[2]
     rng = random.Random(1)
     beats, _ = requant_beats(cfg, requant_stimulus(cfg, 1, 3)[:cfg.rows], rng)
@@ -670,7 +670,7 @@ def test_requantizer_latency():
 
 @pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
 def test_engine_latency(cfg):
-    from hw.engine import LayerEngine
+    from qmac.hw.engine import LayerEngine
     x, w, M, B, S = engine_problem(cfg, 2, 1)
     dut = LayerEngine(cfg, w, M, B, S)
     assert measure_latency(dut, engine_beats(cfg, x)) == dut.latency

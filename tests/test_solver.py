@@ -519,8 +519,8 @@ def test_shared_shift_random(channels, m_bits):
 @pytest.mark.parametrize("shared_shift, relu", [(False, False), (True, True)])
 def test_solve_layer_feeds_the_golden_model(shared_shift, relu):
     """The solved parameters, run through the golden model's requantization, give the target."""
-    from hw.config import LayerConfig
-    from sim import golden
+    from qmac.hw.config import LayerConfig
+    from qmac.sim import golden
     from qmac.fold import fold_layer
 
     rng = np.random.default_rng(7)

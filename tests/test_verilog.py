@@ -13,11 +13,11 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import LayerConfig
-from hw.engine import LayerEngine
-from hw.mac_array import MacArray
-from hw.requant import Requantizer
-from hw.verilog import YosysError, convert, run_yosys
+from qmac.hw.config import LayerConfig
+from qmac.hw.engine import LayerEngine
+from qmac.hw.mac_array import MacArray
+from qmac.hw.requant import Requantizer
+from qmac.hw.verilog import YosysError, convert, run_yosys
 from vectors import engine_params, mac_weights
 
 

@@ -7,7 +7,7 @@ Generator`, and returns plain integer arrays; expected values always come from t
 import numpy as np
 
 from qmac.accumulator import extreme_inputs, reachable_range
-from sim import golden
+from qmac.sim import golden
 
 
 def random_ints(rng, lo, hi, shape):
