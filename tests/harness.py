@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 
 
 __all__ = ["GAP", "STALL", "stream_put", "stream_get", "expect_idle", "run", "stream_test",
-           "measure_latency", "grid", "cfg_id", "rq_id", "engine_id"]
+           "measure_latency", "grid", "cfg_id", "shift_id", "out_id", "rq_id", "engine_id"]
 
 
 GAP = 0.3       # probability of an idle input cycle before each beat
