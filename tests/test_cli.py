@@ -134,7 +134,7 @@ def test_example_layer_runs(tmp_path, capsys):
     ("weights_range", r"weights\[1, 2\] = 8 does not fit \[-8, 7\]"),
     ("weights_shape", r"weights must have shape \(4, 8\), not \(4, 7\)"),
     ("weights_float", "weights file .* must hold integers, not float64"),
-    ("weights_garbage", "is not a valid .npy file"),
+    ("weights_garbage", r"--weights file '.*w.npy' is not an .npy file \(it does not start with"),
     ("requant_missing", "lacks array 'S'"),
     ("requant_extra", "unknown array 'T'"),
     ("requant_m", r"M\[1\] = 128 does not fit \[-128, 127\]"),
@@ -142,7 +142,7 @@ def test_example_layer_runs(tmp_path, capsys):
     ("inputs_range", r"inputs\[0, 0\] = 16 does not fit \[0, 15\]"),
     ("overflow", r"acc_bits = 9 can overflow: channel 0 reaches \[0, 840\]"),
     ("config_key", "unknown key 'colls'"),
-    ("stall", r"--stall must be a probability in \[0, 1\), not 1.5"),
+    ("stall", r"--stall must be between 0 and 0.95, not 1.5"),
 ])
 def test_bad_input_is_named(tmp_path, capsys, change, message):
     cfg, paths = small_layer(tmp_path)
