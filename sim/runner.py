@@ -270,6 +270,7 @@ class _Progress:
         self._report, self._path, self._seconds = report, path, max(seconds, 0.05)
         self._stop = threading.Event()
         self._thread = None
+        self._seen = None
 
     def __enter__(self):
         if self._report is not None:
@@ -279,21 +280,23 @@ class _Progress:
         return self
 
     def _poll(self):
-        seen = None
         while not self._stop.wait(self._seconds):
-            try:
-                state = json.loads(self._path.read_text())
-            except (OSError, ValueError):
-                continue                    # not written yet, or being replaced
-            if state != seen:
-                seen = state
-                self._report(state["outputs"], state["cycles"],
-                             time.perf_counter() - self._start)
+            self._update()
+
+    def _update(self):
+        try:
+            state = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return                          # not written yet, or being replaced
+        if state != self._seen:
+            self._seen = state
+            self._report(state["outputs"], state["cycles"], time.perf_counter() - self._start)
 
     def __exit__(self, *exc):
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
+            self._update()                  # the last state, however short the run
 
 
 def _pythonpath():
