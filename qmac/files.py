@@ -83,6 +83,8 @@ def _regular_file(path, label, *, max_bytes, kind):
         raise UserError(f"{label} does not exist") from None
     except OSError as error:
         raise UserError(f"{label} cannot be read: {error.strerror}") from None
+    except ValueError as error:                 # a NUL byte in the name
+        raise UserError(f"{label} is not a valid file name: {error}") from None
     if stat.S_ISDIR(info.st_mode):
         raise UserError(f"{label} is a folder, not a {kind} file")
     if not stat.S_ISREG(info.st_mode):
@@ -370,11 +372,14 @@ def check_output_folder(path, flag, *, files=(), inputs=None):
     return path
 
 
-def prepare_build_dir(path, flag="--build-dir"):
-    """Make sure ``path`` is a build folder of qmac's (a new or empty folder is made one)."""
+def prepare_build_dir(path, flag="--build-dir", *, cache=False):
+    """Make sure ``path`` is a build folder of qmac's (a new or empty folder is made one).
+
+    ``cache`` says that ``path`` is in qmac's own build cache (which versions before the mark
+    filled without one): it is marked rather than refused."""
     path = Path(path)
     check_output_folder(path, flag)
-    if path.exists() and not (path / BUILD_MARK).is_file():
+    if path.exists() and not cache and not (path / BUILD_MARK).is_file():
         if any(path.iterdir()):
             raise UserError(f"{flag} {_quote(path)} is a folder qmac did not make and it is not "
                             f"empty; give a new or empty folder (qmac marks its build folders "

@@ -35,9 +35,9 @@ from .solver import InfeasibleError, solve_layer
 __all__ = ["UserError", "MAX_STALL", "manifest", "generate", "simulate", "analyze", "fold"]
 
 
-#: The largest ``--stall``: each side then moves a beat one cycle in 20 and a run takes about
-#: 1 / (1 - 0.95)^2 = 400 times the cycles of a run without stalls. Closer to 1 the run time
-#: grows without bound (0.9999999 would take 10^14 times as long).
+#: The largest ``--stall``: each side then moves a beat in one cycle of 20 on average, and a run
+#: takes about 1 / (1 - 0.95) = 20 times the cycles of a run without stalls. Closer to 1 the run
+#: time grows without bound (0.9999999 would take ten million times as long).
 MAX_STALL = 0.95
 
 
@@ -202,9 +202,10 @@ class _ProgressLine:
 
 def _check_simulate_flags(args):
     if not 0.0 <= args.stall <= MAX_STALL:
-        raise UserError(f"--stall must be between 0 and {MAX_STALL}, not {args.stall} (a run "
-                        f"takes about 1/(1-P)^2 times the cycles of a run without stalls: "
-                        f"{1 / (1 - MAX_STALL) ** 2:.0f} times at {MAX_STALL})")
+        raise UserError(f"--stall must be between 0 and {MAX_STALL}, not {args.stall} (each "
+                        f"side moves a beat in only 1-P of the cycles: a run takes about "
+                        f"1/(1-P) times as long, {1 / (1 - MAX_STALL):.0f} times at "
+                        f"{MAX_STALL}, and without bound as P nears 1)")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, not {args.seed}")
 
@@ -226,10 +227,10 @@ def simulate(args):
     except AccumulatorOverflowError as error:
         raise UserError(f"{error}; use --allow-overflow to accept this") from None
     waves = None if args.waves is None else waves_path.suffix[1:]
-    engine = LayerEngine(cfg, weights, M, B, S)
     key = json.dumps([cfg.to_dict(), _sha256(weights), [int(v) for v in M],
                       [int(v) for v in B], [int(v) for v in S], waves])
-    build_dir = prepare_build_dir(_build_dir(cfg, args, key))
+    build_dir = prepare_build_dir(_build_dir(cfg, args, key), cache=not args.build_dir)
+    engine = LayerEngine(cfg, weights, M, B, S)
     print(f"building {cfg.name} under Verilator in {build_dir} ...", file=sys.stderr)
     try:
         built = build(engine, name=cfg.name, build_dir=build_dir, waves=waves)

@@ -192,6 +192,8 @@ def test_build_dir_empty_or_marked_is_accepted(tmp_path):
     (tmp_path / "other" / "x").write_text("")
     with pytest.raises(UserError, match="qmac did not make"):
         prepare_build_dir(tmp_path / "other")
+    # A folder of qmac's own cache, filled before build folders were marked, is marked instead.
+    assert (prepare_build_dir(tmp_path / "other", cache=True) / BUILD_MARK).is_file()
 
 
 def test_build_dir_that_is_a_file_is_refused(tmp_path, capsys):
@@ -407,7 +409,8 @@ def test_stall_is_bounded(tmp_path, capsys, stall):
     _, paths = small_layer(tmp_path)
     refused(capsys, [*simulate_argv(paths), "--stall", stall],
             rf"--stall must be between 0 and 0.95, not {re.escape(str(float(stall)))} "
-            rf"\(a run takes about 1/\(1-P\)\^2 times the cycles", unchanged=tmp_path)
+            rf"\(each side moves a beat in only 1-P of the cycles: a run takes about 1/\(1-P\) "
+            rf"times as long, 20 times at 0.95", unchanged=tmp_path)
 
 
 @pytest.mark.parametrize("change, channels", [
