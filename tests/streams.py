@@ -17,10 +17,12 @@ async def stream_put(ctx, stream, payload, *, rng=None, gap=0.0):
     with ``valid`` low again.
     """
     if rng is not None and gap:
-        width = len(stream.payload.as_value())
+        bits = stream.payload.as_value() if hasattr(stream.payload, "as_value") \
+            else stream.payload
+        width = len(bits)
         while rng.random() < gap:
             ctx.set(stream.valid, 0)
-            ctx.set(stream.payload.as_value(), rng.getrandbits(width))
+            ctx.set(bits, rng.getrandbits(width))
             await ctx.tick()
     ctx.set(stream.payload, payload)
     ctx.set(stream.valid, 1)
