@@ -27,8 +27,8 @@ holds the host's side (encode, decode, the sender); it reads the constants of th
 
 Clock and reset of the top
 --------------------------
-``amaranth.back.rtlil.convert`` (and so ``qmac.hw.verilog.convert``) gives a component that
-uses the ``sync`` domain without defining it two extra ports, ``clk`` and ``rst``. The board
+When a component uses the ``sync`` domain without defining it, ``amaranth.back.rtlil.convert``
+(and so ``qmac.hw.verilog.convert``) adds two ports for it, ``clk`` and ``rst``. The board
 top defines its own ``sync`` domain instead (``m.domains.sync``, not local, so the engine and
 the UART inside use it), drives its clock from the ``clk`` port of its signature, and drives
 its reset from a power-on counter that counts in a second, reset-less, local domain ``por`` on
