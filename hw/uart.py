@@ -29,8 +29,9 @@ def is_value(signal, value):
     return ~signal.any() if value == 0 else signal == value
 
 
-def _check_divisor(divisor):
+def _check_divisor(component, divisor):
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 2:
+        component._MustUse__used = True     # refused, not forgotten: no UnusedElaboratable
         raise ValueError(f"divisor must be an integer of at least 2 clock cycles per bit, "
                          f"not {divisor!r}")
     return divisor
@@ -107,7 +108,7 @@ class UartRx(wiring.Component):
     overrun: Out(1)
 
     def __init__(self, *, divisor):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = _check_divisor(self, divisor)
         super().__init__()
 
     def elaborate(self, platform):
@@ -191,7 +192,7 @@ class UartTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, *, divisor):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = _check_divisor(self, divisor)
         super().__init__()
 
     def elaborate(self, platform):
