@@ -76,7 +76,7 @@ async def stream_put(ctx, stream, payload, *, rng=None, gap=0.0):
     random bits on the payload). Returns after the clock edge on which the beat was transferred,
     with ``valid`` low again.
     """
-    bits = stream.payload.as_value()
+    bits = stream.payload.as_value() if hasattr(stream.payload, "as_value") else stream.payload
     if rng is not None and gap:
         width = len(bits)
         while rng.random() < gap:

@@ -1,0 +1,1 @@
+"""Board pin and clock constraint files, installed as package data (see ``README.md``)."""
