@@ -31,6 +31,11 @@ def _simulate(args):
     return simulate(args)
 
 
+def _quantize(args):
+    from .netflow import quantize
+    return quantize(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="qmac",
@@ -123,6 +128,34 @@ def build_parser():
     simulate.add_argument("--allow-overflow", action="store_true",
                           help="accept weights that can overflow the accumulator")
     simulate.set_defaults(run=_simulate)
+
+    quantize = commands.add_parser(
+        "quantize", help="quantize a float network for an accumulator width, exactly",
+        description="Quantize a float network (JSON + npz, see qmac.network) for accumulator "
+                    "width --acc-bits: per-channel weights, activation scales calibrated on the "
+                    "training data, and exact requantization M, B, S for every layer. Writes "
+                    "one config, weights and requant file per layer and DIR/network.json with "
+                    "every scale; prints each layer's reachable range and widths, and the float "
+                    "and integer accuracy on the test split.")
+    quantize.add_argument("model", metavar="MODEL.json", help="float network description")
+    quantize.add_argument("--acc-bits", type=int, required=True, metavar="P",
+                          help="accumulator width of every layer")
+    quantize.add_argument("--a-bits", type=int, metavar="N",
+                          help="activation width of the hidden layers (unsigned)")
+    quantize.add_argument("--w-bits", type=int, metavar="M", help="weight width (signed)")
+    quantize.add_argument("--auto", action="store_true",
+                          help="pick the widest --a-bits/--w-bits (up to 8) that fit --acc-bits")
+    quantize.add_argument("--strategy", choices=("databound", "exact", "l1"), default="exact",
+                          help="what must fit the accumulator: the data-type bound, the exact "
+                               "reachable range (default), or the L1 bound (A2Q-style scaling)")
+    quantize.add_argument("--rounding", choices=("half_up", "half_even", "half_away"),
+                          default="half_up", help="rounding of the float reference")
+    quantize.add_argument("--data", default="digits", metavar="digits|DATA.npz",
+                          help="calibration and test data: the bundled digits (default) or an "
+                               ".npz with integer train_x, test_x, test_y")
+    quantize.add_argument("-o", "--output", metavar="DIR", required=True,
+                          help="output folder (created if absent)")
+    quantize.set_defaults(run=_quantize)
     return parser
 
 

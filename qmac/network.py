@@ -341,12 +341,12 @@ def load_network(path):
     layers = []
     for i, entry in enumerate(entries):
         layers.append(_load_layer(f"{where}: layers[{i}]", entry, arrays))
-    arrays.check_all_used()
     names = [layer.name for layer in layers if not isinstance(layer, ReLU)]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise NetworkError(f"{where}: two layers are named {duplicate!r}")
     network = _network(where, layers, scale, x_min, x_max)
+    arrays.check_all_used()
     if network.in_features != features:
         raise NetworkError(f"{input_where}: features = {features} does not match in_features = "
                            f"{network.in_features} of the first layer")
