@@ -49,7 +49,7 @@ __all__ = ["STRATEGIES", "LOGIT_BITS", "QuantizeError", "QuantizedLayer", "Quant
            "quantize_network", "choose_widths", "save_quantized"]
 
 STRATEGIES = ("databound", "exact", "l1")
-LOGIT_BITS = 16
+LOGIT_BITS = 8
 CALIBRATION_PERCENTILE = 99.99
 # Generous solver limits; each layer's config then records the widths actually needed.
 _M_LIMIT, _B_LIMIT, _S_LIMIT = 40, 60, 60
