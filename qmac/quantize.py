@@ -25,7 +25,8 @@ Scales (documented rules, never chosen by hand):
 - activations: each block's output scale is calibrated on the training data:
   ``s_y = percentile(|float output|, 99.99) / y_max`` over the float network's block outputs,
   and it is the next block's input scale. Hidden blocks output ``a_bits`` unsigned integers (they
-  end in ReLU); the last block outputs ``LOGIT_BITS``-bit signed integers (the class scores).
+  end in ReLU); the last block outputs ``LOGIT_BITS`` = 8-bit signed integers, the class scores
+  (the predicted class is the first largest score, as ``numpy.argmax`` picks it).
 """
 
 from __future__ import annotations
