@@ -14,15 +14,15 @@ Two experiments:
 
 (a) 1,000 random channels: unsigned 8-bit activations ``[0, 255]``, 8-bit weights (standard
     normal floats quantized per channel, narrow range), ``K = 64``; the reachable range is exact
-    from the weights (DESIGN.md); ``k = ±10^U(-4, -2)`` (sign 50/50), ``b ~ U(-64, 64)``; signed
-    8-bit output ``[-128, 127]``.
+    from the weights (``docs/arithmetic.md``); ``k = ±10^U(-4, -2)`` (sign 50/50),
+    ``b ~ U(-64, 64)``; signed 8-bit output ``[-128, 127]``.
 (b) A real BN layer: a 64-64-10 MLP with batch norm and ReLU, trained in NumPy on scikit-learn's
     digits data set; its hidden layer (8-bit unsigned inputs ``s_x = 1/255``, 8-bit weights,
     ReLU output ``[0, 255]`` with ``s_y`` calibrated on the training set) is folded with
     ``qmac.fold`` and solved. Needs scikit-learn (``pip install scikit-learn``); without it (b) is
     skipped with a message.
 
-Every solver and naive solution is re-checked with ``qmac.solver.verify``. Run::
+Every solver and naive solution is re-checked with ``qmac.verify.verify``. Run::
 
     python bench/bn_bits.py [--channels 1000] [--seed 0] [--json PATH]
 """
@@ -40,7 +40,11 @@ import numpy as np
 
 from qmac import accumulator
 from qmac.fold import fold_layer, quantize_weights
-from qmac.solver import naive_requant, signed_bits, solve, tflite_mismatches, verify
+from qmac.baselines import naive_requant, tflite_mismatches
+from qmac.hw.config import signed_width
+from qmac.sim.golden import requantize_values
+from qmac.solver import solve
+from qmac.verify import verify
 
 
 LIMITS = dict(m_bits=48, b_bits=64, s_max=60)       # generous: report what is needed
@@ -94,7 +98,7 @@ def measure(name, k, b, acc_lo, acc_hi, y_min, y_max, sample_exhaustive):
         values = [int(v) for v in values]
         return {"median": statistics.median(values), "max": max(values), "min": min(values)}
 
-    solver_m_bits = np.array([signed_bits(m) for m in exact.M])
+    solver_m_bits = np.array([signed_width(m) for m in exact.M])
     saved = naive.S[naive.exact] - exact.S[naive.exact]
     tflite_S = 31 - encoding.shift                    # total right shift of the Q0.31 product
     sizes = (np.asarray(acc_hi, dtype=np.int64) - np.asarray(acc_lo, dtype=np.int64) + 1)
@@ -102,8 +106,8 @@ def measure(name, k, b, acc_lo, acc_hi, y_min, y_max, sample_exhaustive):
         "name": name,
         "channels": len(k),
         "reachable_values": int(sizes.sum()),
-        "solver": {"S": stats(exact.S), "m_bits": stats(signed_bits(m) for m in exact.M),
-                   "b_bits": stats(signed_bits(v) for v in exact.B),
+        "solver": {"S": stats(exact.S), "m_bits": stats(signed_width(m) for m in exact.M),
+                   "b_bits": stats(signed_width(v) for v in exact.B),
                    "verified_values": int(checks["solver"].checked.sum()),
                    "exhaustive_or_window_checked_channels": len(picked),
                    "exhaustive_or_window_checked_values":
@@ -220,8 +224,7 @@ def digits_layer(seed):
     def integer_accuracy(M, B, S):
         x_int = np.clip(np.round(X[test] * 255), 0, 255).astype(np.int64)
         acc = x_int @ layer.q.T
-        y = np.clip((acc * M.astype(np.int64) + B.astype(np.int64)) >> S.astype(np.int64),
-                    0, 255)
+        y = requantize_values(acc, M, B, S, y_min=0, y_max=255)
         logits = (y * s_y) @ p["W2"].T + p["b2"]
         return float(np.mean(np.argmax(logits, 1) == labels[test]))
 

@@ -1,7 +1,9 @@
-"""Range checks of integer operands and parameters against a layer configuration.
+"""Range checks of integer operands and parameters against a layer configuration, and the one
+converter to exact integer arrays.
 
-NumPy only. Shared by the generators (which refuse weights and parameters that do not fit) and
-the golden model. Every error names the array, the index and the value.
+NumPy only. Shared by the generators (which refuse weights and parameters that do not fit), the
+golden model and the solver. Every error names the array, the index and the value. The ranges
+are those of ``docs/arithmetic.md`` ("Operands", "Requantization").
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 
-__all__ = ["RangeError", "check_range", "check_inputs", "check_weights", "check_requant",
-           "exact_array"]
+__all__ = ["RangeError", "INT64_SAFE_BITS", "check_integers", "check_range", "check_inputs",
+           "check_weights", "check_requant", "check_requant_values", "exact_array"]
 
-# Values whose magnitude stays below 2**_INT64_SAFE_BITS are computed in int64.
-_INT64_SAFE_BITS = 62
+#: Computations whose values stay below ``2**INT64_SAFE_BITS`` in magnitude run in int64; wider
+#: ones run on Python integers (NumPy ``object`` arrays).
+INT64_SAFE_BITS = 62
 
 
 class RangeError(ValueError):
@@ -38,13 +41,7 @@ def check_range(name, array, lo, hi):
         A non-integer array, or an element outside ``[lo, hi]``; the message gives the index and
         the value.
     """
-    array = np.asarray(array)
-    if array.dtype.kind == "b" or (array.dtype.kind not in "iuO"):
-        raise RangeError(f"{name} must hold integers, not {array.dtype} values")
-    if array.dtype.kind == "O":
-        for index, value in np.ndenumerate(array):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                raise RangeError(f"{name}{list(index)} = {value!r} is not an integer")
+    array = check_integers(name, array)
     if array.size:
         bad = (array < lo) | (array > hi)
         if np.any(bad):
@@ -54,13 +51,47 @@ def check_range(name, array, lo, hi):
     return exact_array(array, max(abs(lo), abs(hi)).bit_length() + 1)
 
 
-def exact_array(array, bits):
-    """Return ``array`` as int64 when ``bits`` is small enough, else as Python ints."""
-    if bits <= _INT64_SAFE_BITS:
-        return np.asarray(array).astype(np.int64)
-    out = np.empty(np.shape(array), dtype=object)
-    flat = np.asarray(array).ravel()
-    out.ravel()[:] = [int(v) for v in flat]
+def check_integers(name, array):
+    """Return ``array`` as a NumPy array, or raise if it does not hold integers only.
+
+    Raises
+    ------
+    RangeError
+        A non-integer dtype (booleans included), or an ``object`` array with a non-integer
+        element; the message names the array (and the index).
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "b" or (array.dtype.kind not in "iuO"):
+        raise RangeError(f"{name} must hold integers, not {array.dtype} values")
+    if array.dtype.kind == "O":
+        for index, value in np.ndenumerate(array):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise RangeError(f"{name}{list(index)} = {value!r} is not an integer")
+    return array
+
+
+def exact_array(array, bits=None):
+    """Return integers as an exact NumPy array: int64 where that is safe, else Python ints.
+
+    Parameters
+    ----------
+    array : array_like of int
+        Integers (NumPy integers, or Python ints of any size).
+    bits : int, optional
+        The signed width of the computation the caller will do with the values: int64 when it
+        is at most :data:`INT64_SAFE_BITS`. Without ``bits`` the values are only stored: int64
+        when every value fits int64.
+    """
+    values = np.asarray(array)
+    if bits is None:
+        int64 = values.size == 0 or (-(1 << 63) <= int(values.min())
+                                     and int(values.max()) < (1 << 63))
+    else:
+        int64 = bits <= INT64_SAFE_BITS
+    if int64:
+        return values.astype(np.int64)
+    out = np.empty(values.shape, dtype=object)
+    out.ravel()[:] = [int(v) for v in values.ravel()]
     return out
 
 
@@ -85,19 +116,28 @@ def check_weights(cfg, w):
 def check_requant(cfg, M, B, S):
     """Check per-channel requantization parameters against ``m_bits``, ``b_bits``, ``s_max``.
 
-    With ``cfg.shared_shift`` every ``S`` must be the same.
+    Each of ``M``, ``B``, ``S`` has shape ``(out_features,)``. With ``cfg.shared_shift`` every
+    ``S`` must be the same.
     """
-    out = []
-    for name, array, lo, hi in (("M", M, cfg.m_min, cfg.m_max), ("B", B, cfg.b_min, cfg.b_max),
-                                ("S", S, 0, cfg.s_max)):
-        array = np.asarray(array)
-        if array.shape != (cfg.out_features,):
-            raise RangeError(f"{name} must have shape ({cfg.out_features},), "
-                             f"not {tuple(array.shape)}")
-        out.append(check_range(name, array, lo, hi))
-    M, B, S = out
+    M, B, S = check_requant_values(cfg, M, B, S, shape=(cfg.out_features,))
     if cfg.shared_shift and np.any(S != S[0]):
         index = int(np.argmax(S != S[0]))
         raise RangeError(f"shared_shift is set but S[{index}] = {int(S[index])} differs from "
                          f"S[0] = {int(S[0])}")
     return M, B, S
+
+
+def check_requant_values(cfg, M, B, S, *, shape=None):
+    """Check requantization parameters against ``m_bits``, ``b_bits``, ``s_max``.
+
+    Without ``shape`` the arrays may have any shape (the requantizer's input beats carry one set
+    per lane and beat); :func:`check_requant` checks a layer's per-channel arrays.
+    """
+    out = []
+    for name, array, lo, hi in (("M", M, cfg.m_min, cfg.m_max), ("B", B, cfg.b_min, cfg.b_max),
+                                ("S", S, 0, cfg.s_max)):
+        array = np.asarray(array)
+        if shape is not None and array.shape != shape:
+            raise RangeError(f"{name} must have shape {shape}, not {tuple(array.shape)}")
+        out.append(check_range(name, array, lo, hi))
+    return tuple(out)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-__all__ = ["ConfigError", "LayerConfig", "MAX_WIDTH", "signed_width"]
+__all__ = ["ConfigError", "LayerConfig", "MAX_WIDTH", "signed_width", "signed_range"]
 
 
 #: The widest operand, accumulator or parameter the generator accepts.
@@ -55,21 +55,38 @@ class ConfigError(ValueError):
     """A layer configuration (or the file that holds it) is malformed or impossible."""
 
 
-def signed_width(lo, hi):
+def signed_width(lo, hi=None):
     """Return the fewest bits of a two's-complement signed integer that hold ``[lo, hi]``.
 
     Parameters
     ----------
     lo, hi : int
-        The inclusive range; ``lo <= hi``.
+        The inclusive range; ``lo <= hi``. Without ``hi``, the one value ``lo``.
+
+    Raises
+    ------
+    ValueError
+        ``lo > hi``.
     """
-    lo, hi = int(lo), int(hi)
+    lo = int(lo)
+    hi = lo if hi is None else int(hi)
     if lo > hi:
         raise ValueError(f"empty range [{lo}, {hi}]")
-    bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
-        bits += 1
-    return bits
+    # v needs v.bit_length() + 1 bits if v >= 0, and (-v - 1).bit_length() + 1 if v < 0.
+    return max(v.bit_length() if v >= 0 else (-v - 1).bit_length() for v in (lo, hi)) + 1
+
+
+def signed_range(bits):
+    """Return ``(lo, hi)``, the range of a ``bits``-wide two's-complement signed integer."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _signed_bounds(width):
+    """The properties ``(min, max)`` of a signed quantity whose width is the field ``width``."""
+    def bound(which):
+        return property(lambda self: signed_range(getattr(self, width))[which],
+                        doc=f"{('Smallest', 'Largest')[which]} value of ``{width}`` signed bits.")
+    return bound(0), bound(1)
 
 
 def _check_int(name, value, lo, hi=None):
@@ -270,13 +287,7 @@ class LayerConfig:
     def x_max(self):
         return (1 << (self.a_bits - 1)) - 1 if self.a_signed else (1 << self.a_bits) - 1
 
-    @property
-    def w_min(self):
-        return -(1 << (self.w_bits - 1))
-
-    @property
-    def w_max(self):
-        return (1 << (self.w_bits - 1)) - 1
+    w_min, w_max = _signed_bounds("w_bits")
 
     @property
     def product_bits(self):
@@ -293,29 +304,9 @@ class LayerConfig:
         """Width that holds every exact sum of ``cols`` products."""
         return self.sum_bits(self.cols)
 
-    @property
-    def acc_min(self):
-        return -(1 << (self.acc_bits - 1))
-
-    @property
-    def acc_max(self):
-        return (1 << (self.acc_bits - 1)) - 1
-
-    @property
-    def m_min(self):
-        return -(1 << (self.m_bits - 1))
-
-    @property
-    def m_max(self):
-        return (1 << (self.m_bits - 1)) - 1
-
-    @property
-    def b_min(self):
-        return -(1 << (self.b_bits - 1))
-
-    @property
-    def b_max(self):
-        return (1 << (self.b_bits - 1)) - 1
+    acc_min, acc_max = _signed_bounds("acc_bits")
+    m_min, m_max = _signed_bounds("m_bits")
+    b_min, b_max = _signed_bounds("b_bits")
 
     @property
     def s_bits(self):

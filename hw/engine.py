@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from . import checks
 
 from . import layouts
-from .mac_array import MacArray
+from .mac_array import MacArray, check_levels_per_stage
 from .requant import Requantizer
 
 
@@ -66,14 +66,18 @@ class LayerEngine(wiring.Component):
         the index and the value).
     """
 
+    def __new__(cls, cfg, weights, M, B, S, *, levels_per_stage=1):
+        # Refuse bad arguments before the component exists: one created but never elaborated
+        # would make Amaranth warn (UnusedElaboratable) when it is collected.
+        checks.check_weights(cfg, weights)
+        checks.check_requant(cfg, M, B, S)
+        check_levels_per_stage(levels_per_stage)
+        return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
+
     def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1):
         self.cfg = cfg
-        try:
-            self.weights = checks.check_weights(cfg, weights)
-            self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
-        except checks.RangeError:
-            self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
-            raise
+        self.weights = checks.check_weights(cfg, weights)
+        self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
         self.levels_per_stage = levels_per_stage
         self._mac = MacArray(cfg, levels_per_stage=levels_per_stage)
         self._requant = Requantizer(cfg)

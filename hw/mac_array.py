@@ -9,7 +9,15 @@ from . import layouts
 from .pipeline import global_enable, stage
 
 
-__all__ = ["MacArray"]
+__all__ = ["MacArray", "check_levels_per_stage"]
+
+
+def check_levels_per_stage(levels_per_stage):
+    """Raise ``ValueError`` unless ``levels_per_stage`` is a positive integer."""
+    if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int) or \
+            levels_per_stage < 1:
+        raise ValueError(f"levels_per_stage must be a positive integer, "
+                         f"not {levels_per_stage!r}")
 
 
 class MacArray(wiring.Component):
@@ -58,12 +66,13 @@ class MacArray(wiring.Component):
         ``levels_per_stage`` is not a positive integer.
     """
 
+    def __new__(cls, cfg, *, levels_per_stage=1):
+        # Refuse bad arguments before the component exists: one created but never elaborated
+        # would make Amaranth warn (UnusedElaboratable) when it is collected.
+        check_levels_per_stage(levels_per_stage)
+        return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
+
     def __init__(self, cfg, *, levels_per_stage=1):
-        if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int) or \
-                levels_per_stage < 1:
-            self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
-            raise ValueError(f"levels_per_stage must be a positive integer, "
-                             f"not {levels_per_stage!r}")
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))

@@ -1,9 +1,10 @@
 """Accumulator analysis: the exact reachable range of every channel, and the bounds beside it.
 
 For integer weights ``w[c, :]`` and inputs in ``[x_min, x_max]`` with ``x_min <= 0 <= x_max``,
-let ``S+ = Σ max(w, 0)`` and ``S- = Σ min(w, 0)``. Then
+let ``P = Σ max(w, 0)`` and ``Q = Σ min(w, 0)`` (``docs/arithmetic.md``, "The reachable
+accumulator range"). Then
 
-    max = x_max·S+ + x_min·S-        min = x_min·S+ + x_max·S-
+    max = x_max·P + x_min·Q        min = x_min·P + x_max·Q
 
 are reached (choose ``x = x_max`` where ``w > 0`` and ``x = x_min`` where ``w < 0``, or the
 reverse), and no dot product leaves them. Each product ``x_i·w_i`` lies in an interval that holds
@@ -13,12 +14,11 @@ the bound covers ``saturate`` as well as ``wrap``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from qmac.hw.config import signed_width
+from qmac.hw.config import signed_range, signed_width
 from qmac.sim.golden import check_weights
 
 
@@ -101,7 +101,7 @@ class AccumulatorReport:
         return self.min_acc_bits <= self.acc_bits
 
     def unsafe_channels(self):
-        limit_lo, limit_hi = -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
+        limit_lo, limit_hi = signed_range(self.acc_bits)
         return [c for c, (lo, hi) in enumerate(zip(self.lo, self.hi))
                 if lo < limit_lo or hi > limit_hi]
 
@@ -119,12 +119,22 @@ def analyze(cfg, w):
     l1 = int(np.abs(np.asarray(w, dtype=object)).sum(axis=1).max()) * max_abs_x
     return AccumulatorReport(
         lo=lo, hi=hi, channel_bits=channel_bits, min_acc_bits=max(channel_bits),
-        datatype_bits=cfg.a_bits + cfg.w_bits + math.ceil(math.log2(cfg.in_features)),
+        datatype_bits=cfg.datatype_acc_bits,
         l1_bits=signed_width(-l1, l1), acc_bits=cfg.acc_bits)
 
 
-def check_accumulator(cfg, w, *, allow_overflow=False):
+def check_accumulator(cfg, w, *, allow_overflow=False, source=None):
     """Return the report, or raise if some channel can leave the ``acc_bits`` range.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+    w : array_like of int, shape (out_features, in_features)
+    allow_overflow : bool
+        Return the report of unsafe weights instead of raising.
+    source : str, optional
+        What the weights are, for the message: ``"the quantized weights"`` gives
+        ``"channel 3 of the quantized weights reaches ..."``.
 
     Raises
     ------
@@ -136,8 +146,9 @@ def check_accumulator(cfg, w, *, allow_overflow=False):
     if not report.safe and not allow_overflow:
         bad = report.unsafe_channels()
         c = bad[0]
+        of = "" if source is None else f" of {source}"
         raise AccumulatorOverflowError(
-            f"acc_bits = {cfg.acc_bits} can overflow: channel {c} reaches "
+            f"acc_bits = {cfg.acc_bits} can overflow: channel {c}{of} reaches "
             f"[{report.lo[c]}, {report.hi[c]}], which needs {report.channel_bits[c]} bits "
             f"({len(bad)} channel(s) unsafe; the layer needs acc_bits >= "
             f"{report.min_acc_bits})")

@@ -3,7 +3,7 @@
 A float layer ``y = BN(W·x + bias)`` whose input is quantized with scale ``s_x``, whose weights are
 quantized per output channel with scale ``s_w[c]`` and whose output is quantized with scale ``s_y``
 computes, on the integer accumulator ``acc = Σ q·x_int``, the real value ``k[c]·acc + b[c]`` in
-output units (DESIGN.md, "What the solver guarantees"):
+output units (``docs/arithmetic.md``, "What the solver guarantees"):
 
     σ = sqrt(var + eps)
     k = γ·s_x·s_w / (σ·s_y)

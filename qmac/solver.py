@@ -1,7 +1,7 @@
 """The exact BN-to-fixed-point requantization solver.
 
 For each output channel the float layer collapses into one affine map on the integer accumulator
-(DESIGN.md, "What the solver guarantees")::
+(``docs/arithmetic.md``, "What the solver guarantees")::
 
     target(acc) = clamp(R(k·acc + b), y_min, y_max)          k, b float64; R a rounding rule
     h(acc)      = clamp(floor((acc·M + B) / 2^S), y_min, y_max)   the hardware, M, B, S integers
@@ -25,7 +25,7 @@ All arithmetic is on Python integers: a float64 is an exact dyadic rational, so
    ``T(y) = ceil(c / kn)`` when a tie at ``y - 1/2`` rounds up to ``y`` under ``R``, else
    ``floor(c / kn) + 1``. ``k < 0`` is solved on the mirrored axis ``acc' = -acc``. When there
    are more levels than accumulator values, each value is its own run. The cost is one integer
-   division per level, independent of the width of the range.
+   division per level, independent of the width of the range (:func:`qmac.target.runs`).
 
 2. **Constraints.** ``h == target`` on a run at level ``y`` means, for every ``acc`` of the run:
 
@@ -51,7 +51,7 @@ All arithmetic is on Python integers: a float64 is an exact dyadic rational, so
    continued fractions). Replacing the points by hull vertices leaves both envelopes identical for
    every real ``M``, so nothing is lost.
 
-4. **Feasible M for one S** (Fourier-Motzkin, DESIGN notes §1.3). Eliminating ``B`` from every
+4. **Feasible M for one S** (Fourier-Motzkin elimination of ``B``). Eliminating ``B`` from every
    pair of a lower vertex ``p`` and an upper vertex ``q`` gives, with ``d = a_p - a_q`` and
    ``n = (Y_p - Y'_q)·2^S + 1``: ``M >= ceil(n / d)`` if ``d > 0``, ``M <= floor(n / d)`` if
    ``d < 0`` (and ``n <= 0`` if ``d = 0``). The width limits are more linear constraints: ``M`` in
@@ -85,40 +85,28 @@ Complexity per channel: one division per output level reached, a linear hull pas
 int8-output channels take about a second. (With very wide outputs, e.g. 32-bit, and ``|k| >= 1``
 every accumulator value is its own run and the cost grows with the range.)
 
-:func:`verify` re-checks a solution with a separate exact evaluation of the target (float64 where
-a rigorous error bound proves the rounding, exact integers elsewhere) on every value of the
-unclamped window, the clamp regions' ends, or every reachable value.
-
-Baselines for :mod:`bench.bn_bits` are at the end of this module: naive rounding
-(:func:`naive_requant`) and TFLite's double-rounding integer pipeline (:func:`tflite_requant`,
-:func:`tflite_output`, :func:`tflite_mismatches`).
+The layout keeps the check apart from the solver: :mod:`qmac.target` holds what both share (the
+rounding rules, the argument checks, the runs), this module the solver, :mod:`qmac.verify` an
+independent exact re-check of any solution (it does not import this module), and
+:mod:`qmac.baselines` the naive and TFLite encodings the benchmark compares with.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-
-__all__ = [
-    "ROUNDINGS", "InfeasibleError", "ChannelReport", "Requant", "Verification",
-    "solve", "solve_layer", "verify", "target", "target_runs", "hardware", "signed_bits",
-    "NaiveRequant", "naive_requant", "TFLiteRequant", "tflite_requant", "tflite_output",
-    "tflite_mismatches",
-]
+from qmac.hw.checks import exact_array
+from qmac.hw.config import signed_range, signed_width
+from .target import check_channels, check_int_scalar, runs
 
 
-#: The rounding rules ``R`` of the target: ``half_up`` is ``floor(v + 1/2)``, ``half_even``
-#: rounds ties to the even integer, ``half_away`` rounds ties away from zero.
-ROUNDINGS = ("half_up", "half_even", "half_away")
+__all__ = ["InfeasibleError", "ChannelReport", "Requant", "ChannelConstraints", "solve",
+           "solve_layer"]
 
-# Values whose magnitude stays below 2**_INT64_SAFE_BITS are computed in int64.
-_INT64_SAFE_BITS = 62
-# Largest number of accumulator values evaluated in one NumPy chunk by :func:`verify`.
-_CHUNK = 1 << 20
+
 # Channels listed in the message of an InfeasibleError (all are in its .infeasible).
 _LISTED = 20
 
@@ -139,205 +127,6 @@ class InfeasibleError(ValueError):
             lines.append(f"... and {len(self.infeasible) - _LISTED} more (see .infeasible)")
         super().__init__(f"{len(self.infeasible)} channel(s) have no exact requantization:\n  "
                          + "\n  ".join(lines))
-
-
-def signed_bits(value):
-    """Return the fewest bits of a two's-complement signed integer that hold ``value``."""
-    value = int(value)
-    return (value if value >= 0 else -value - 1).bit_length() + 1
-
-
-# -- input checking ---------------------------------------------------------------------------
-
-def _check_rounding(rounding):
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {', '.join(map(repr, ROUNDINGS))}, "
-                         f"not {rounding!r}")
-
-
-def _check_int_scalar(name, value, lo=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, not {value!r}")
-    value = int(value)
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be at least {lo}, not {value}")
-    return value
-
-
-def _float_channels(name, values, count=None):
-    """Return ``values`` as a list of finite Python floats, one per channel."""
-    array = np.asarray(values)
-    if array.dtype.kind not in "iuf" or array.dtype.kind == "b":
-        raise ValueError(f"{name} must hold real numbers, not {array.dtype} values")
-    array = np.atleast_1d(array.astype(np.float64))
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one value per channel (1-D), "
-                         f"not shape {tuple(array.shape)}")
-    if count is not None and array.shape[0] != count:
-        if array.shape[0] == 1:
-            array = np.repeat(array, count)
-        else:
-            raise ValueError(f"{name} has {array.shape[0]} values but k has {count} "
-                             f"(one per output channel)")
-    bad = ~np.isfinite(array)
-    if np.any(bad):
-        index = int(np.argmax(bad))
-        raise ValueError(f"{name}[{index}] = {float(array[index])!r} must be finite")
-    return array.tolist()
-
-
-def _int_channels(name, values, count):
-    """Return ``values`` as a list of Python ints, one per channel (a scalar is broadcast)."""
-    array = np.asarray(values)
-    if array.dtype.kind == "O":
-        for index, value in np.ndenumerate(array):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name}{list(index)} = {value!r} is not an integer")
-    elif array.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integers, not {array.dtype} values")
-    array = np.atleast_1d(array)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one value per channel (1-D), "
-                         f"not shape {tuple(array.shape)}")
-    if array.shape[0] != count:
-        if array.shape[0] == 1:
-            return [int(array[0])] * count
-        raise ValueError(f"{name} has {array.shape[0]} values but k has {count} "
-                         f"(one per output channel)")
-    return [int(v) for v in array.tolist()]
-
-
-def _check_channels(k, b, acc_lo, acc_hi, y_min, y_max, rounding):
-    _check_rounding(rounding)
-    k = _float_channels("k", k)
-    b = _float_channels("b", b, len(k))
-    acc_lo = _int_channels("acc_lo", acc_lo, len(k))
-    acc_hi = _int_channels("acc_hi", acc_hi, len(k))
-    for index, (lo, hi) in enumerate(zip(acc_lo, acc_hi)):
-        if lo > hi:
-            raise ValueError(f"acc_lo[{index}] = {lo} is greater than acc_hi[{index}] = {hi}")
-    y_min = _check_int_scalar("y_min", y_min)
-    y_max = _check_int_scalar("y_max", y_max)
-    if y_min > y_max:
-        raise ValueError(f"y_min = {y_min} is greater than y_max = {y_max}")
-    return k, b, acc_lo, acc_hi, y_min, y_max
-
-
-def _as_int_array(values):
-    """Return a list of Python ints as int64 when every value fits, else as an object array."""
-    if all(-(1 << 63) <= v < (1 << 63) for v in values):
-        return np.array(values, dtype=np.int64)
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
-
-
-# -- exact target -----------------------------------------------------------------------------
-
-def _dyadic(k, b):
-    """Return integers ``(kn, bn, D)`` with ``k = kn / 2^D``, ``b = bn / 2^D`` and ``D >= 1``."""
-    kn, kd = float(k).as_integer_ratio()
-    bn, bd = float(b).as_integer_ratio()
-    ke, be = kd.bit_length() - 1, bd.bit_length() - 1
-    D = max(ke, be, 1)
-    return kn << (D - ke), bn << (D - be), D
-
-
-def _round_num(N, D, rounding):
-    """Return ``R(N / 2^D)`` exactly, for integers ``N`` and ``D >= 1``."""
-    q = N >> D
-    rem = N - (q << D)
-    half = 1 << (D - 1)
-    if rem > half:
-        return q + 1
-    if rem < half:
-        return q
-    if rounding == "half_up":
-        return q + 1
-    if rounding == "half_even":
-        return q + (q & 1)
-    return q + 1 if q >= 0 else q                        # half_away: q + 1/2 > 0 iff q >= 0
-
-
-def _tie_rounds_up(y, rounding):
-    """Whether a tie at ``y - 1/2`` rounds to ``y`` (rather than ``y - 1``) under ``rounding``."""
-    if rounding == "half_up":
-        return True
-    if rounding == "half_even":
-        return y % 2 == 0
-    return y >= 1                                        # half_away: y - 1/2 > 0
-
-
-def _clamp(value, lo, hi):
-    return lo if value < lo else hi if value > hi else value
-
-
-def _runs(k, b, lo, hi, y_min, y_max, rounding):
-    """Return the runs of the clamped target as ascending lists ``(starts, ends, levels)``."""
-    kn, bn, D = _dyadic(k, b)
-    if kn < 0:
-        starts, ends, levels = _runs_increasing(-kn, bn, D, -hi, -lo, y_min, y_max, rounding)
-        return ([-e for e in reversed(ends)], [-s for s in reversed(starts)],
-                list(reversed(levels)))
-    if kn == 0:
-        return [lo], [hi], [_clamp(_round_num(bn, D, rounding), y_min, y_max)]
-    return _runs_increasing(kn, bn, D, lo, hi, y_min, y_max, rounding)
-
-
-def _runs_increasing(kn, bn, D, lo, hi, y_min, y_max, rounding):
-    e_lo = _clamp(_round_num(kn * lo + bn, D, rounding), y_min, y_max)
-    e_hi = _clamp(_round_num(kn * hi + bn, D, rounding), y_min, y_max)
-    if e_lo == e_hi:
-        return [lo], [hi], [e_lo]
-    if e_hi - e_lo <= hi - lo:
-        # One threshold per level: T(y), the first acc with r(acc) >= y.
-        half = 1 << (D - 1)
-        thresholds = []
-        for y in range(e_lo + 1, e_hi + 1):
-            c = (2 * y - 1) * half - bn
-            thresholds.append(-(-c // kn) if _tie_rounds_up(y, rounding) else c // kn + 1)
-        starts = [lo] + thresholds
-        ends = [t - 1 for t in thresholds] + [hi]
-        levels = list(range(e_lo, e_hi + 1))
-        keep = [i for i in range(len(levels)) if starts[i] <= ends[i]]
-        return [starts[i] for i in keep], [ends[i] for i in keep], [levels[i] for i in keep]
-    # More levels than values (|k| > 1): every value is evaluated.
-    starts, ends, levels = [], [], []
-    for acc in range(lo, hi + 1):
-        y = _clamp(_round_num(kn * acc + bn, D, rounding), y_min, y_max)
-        if levels and levels[-1] == y:
-            ends[-1] = acc
-        else:
-            starts.append(acc)
-            ends.append(acc)
-            levels.append(y)
-    return starts, ends, levels
-
-
-def target_runs(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up"):
-    """Return the runs of one channel's target: maximal intervals of constant output.
-
-    Parameters
-    ----------
-    k, b : float
-        The channel's affine map (float64).
-    acc_lo, acc_hi : int
-        The reachable accumulator range.
-    y_min, y_max : int
-        The output clamp.
-    rounding : str
-        One of :data:`ROUNDINGS`.
-
-    Returns
-    -------
-    starts, ends, levels : ndarray
-        ``target(acc) == levels[i]`` for every ``acc`` in ``[starts[i], ends[i]]``; the runs are
-        ascending, disjoint and cover ``[acc_lo, acc_hi]``.
-    """
-    (k,), (b,), (lo,), (hi,), y_min, y_max = _check_channels(k, b, acc_lo, acc_hi, y_min,
-                                                             y_max, rounding)
-    starts, ends, levels = _runs(k, b, lo, hi, y_min, y_max, rounding)
-    return _as_int_array(starts), _as_int_array(ends), _as_int_array(levels)
 
 
 # -- the solver -------------------------------------------------------------------------------
@@ -372,13 +161,18 @@ class _Limits:
     b_hi: int
 
 
-class _Channel:
-    """One channel's constraints, reduced to two small convex hulls of integer points."""
+class ChannelConstraints:
+    """One channel's constraints (steps 1 to 3 above), reduced to two small convex hulls.
+
+    ``lower`` holds the points ``(a, Y)`` of ``Y·2^S <= a·M + B``, ``upper`` the points
+    ``(a, Y')`` of ``a·M + B <= Y'·2^S - 1``; :meth:`interval` and :meth:`b_interval` give the
+    feasible ``M`` and ``B`` at a shift. Arguments as for :func:`qmac.target.runs`.
+    """
 
     __slots__ = ("lower", "upper", "runs", "window", "s_exact", "never")
 
     def __init__(self, k, b, lo, hi, y_min, y_max, rounding):
-        starts, ends, levels = _runs(k, b, lo, hi, y_min, y_max, rounding)
+        starts, ends, levels = runs(k, b, lo, hi, y_min, y_max, rounding)
         self.runs = len(levels)
         inside = [i for i, y in enumerate(levels) if y_min < y < y_max]
         self.window = (starts[inside[0]], ends[inside[-1]]) if inside else None
@@ -471,8 +265,7 @@ class _Channel:
             M = m_lo
         if m_hi is not None and M > m_hi:
             M = m_hi
-        b_lo = max(((y << S) - a * M for a, y in self.lower), default=None)
-        b_hi = min((((y << S) - 1 - a * M for a, y in self.upper)), default=None)
+        b_lo, b_hi = self.b_interval(S, M)
         if limits is not None:
             b_lo = limits.b_lo if b_lo is None else max(b_lo, limits.b_lo)
             b_hi = limits.b_hi if b_hi is None else min(b_hi, limits.b_hi)
@@ -483,6 +276,13 @@ class _Channel:
             B = b_hi
         assert (b_lo is None or b_lo <= B) and (b_hi is None or B <= b_hi)
         return M, B
+
+    def b_interval(self, S, M):
+        """Return ``(B_lo, B_hi)``, the integers ``B`` that meet every constraint at ``S`` and
+        ``M``, without width limits; an unbounded end is ``None``."""
+        b_lo = max(((y << S) - a * M for a, y in self.lower), default=None)
+        b_hi = min((((y << S) - 1 - a * M for a, y in self.upper)), default=None)
+        return b_lo, b_hi
 
     def _smallest_exact_shift(self):
         if self.interval(0) is not None:
@@ -625,13 +425,12 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
         With ``strict``, when some channel has no exact ``(M, B, S)`` within the limits; the
         message lists every such channel and why.
     """
-    k, b, acc_lo, acc_hi, y_min, y_max = _check_channels(k, b, acc_lo, acc_hi, y_min, y_max,
+    k, b, acc_lo, acc_hi, y_min, y_max = check_channels(k, b, acc_lo, acc_hi, y_min, y_max,
                                                          rounding)
-    m_bits = _check_int_scalar("m_bits", m_bits, 1)
-    b_bits = _check_int_scalar("b_bits", b_bits, 1)
-    s_max = _check_int_scalar("s_max", s_max, 0)
-    limits = _Limits(-(1 << (m_bits - 1)), (1 << (m_bits - 1)) - 1,
-                     -(1 << (b_bits - 1)), (1 << (b_bits - 1)) - 1)
+    m_bits = check_int_scalar("m_bits", m_bits, 1)
+    b_bits = check_int_scalar("b_bits", b_bits, 1)
+    s_max = check_int_scalar("s_max", s_max, 0)
+    limits = _Limits(*signed_range(m_bits), *signed_range(b_bits))
     count = len(k)
 
     if y_min == y_max:                          # the clamp alone decides: any (M, B, S) works
@@ -639,7 +438,7 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
                         for c in range(count))
         return _result(reports, shared_shift, strict)
 
-    channels = [_Channel(k[c], b[c], acc_lo[c], acc_hi[c], y_min, y_max, rounding)
+    channels = [ChannelConstraints(k[c], b[c], acc_lo[c], acc_hi[c], y_min, y_max, rounding)
                 for c in range(count)]
     exact_widths = []
     for ch in channels:
@@ -647,7 +446,7 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
             exact_widths.append((None, None))
         else:
             M, B = ch.choose(ch.s_exact, ch.interval(ch.s_exact))
-            exact_widths.append((signed_bits(M), signed_bits(B)))
+            exact_widths.append((signed_width(M), signed_width(B)))
     text = _limits_text(limits, m_bits, b_bits, s_max)
 
     def report(c, S=None, reason=None):
@@ -657,7 +456,7 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
             interval = ch.interval(S, limits)
             if interval is not None:
                 M, B = ch.choose(S, interval, limits)
-                return ChannelReport(c, True, M, B, S, signed_bits(M), signed_bits(B),
+                return ChannelReport(c, True, M, B, S, signed_width(M), signed_width(B),
                                      ch.s_exact, mb, bb, ch.runs, ch.window, None)
             reason = (f"channel {c}: no (M, B) with {text} matches the target at the shared "
                       f"shift S = {S}; its own smallest exact S = {ch.s_exact} needs "
@@ -711,9 +510,9 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
 
 def _result(reports, shared_shift, strict):
     feasible = np.array([r.feasible for r in reports], dtype=bool)
-    M = _as_int_array([r.M if r.feasible else 0 for r in reports])
-    B = _as_int_array([r.B if r.feasible else 0 for r in reports])
-    S = _as_int_array([r.S if r.feasible else 0 for r in reports])
+    M = exact_array([r.M if r.feasible else 0 for r in reports])
+    B = exact_array([r.B if r.feasible else 0 for r in reports])
+    S = exact_array([r.S if r.feasible else 0 for r in reports])
     ok = [r for r in reports if r.feasible]
     result = Requant(M=M, B=B, S=S, feasible=feasible, channels=reports,
                      m_bits=max((r.m_bits for r in ok), default=1),
@@ -735,441 +534,3 @@ def solve_layer(cfg, k, b, acc_lo, acc_hi, *, rounding="half_up", strict=True):
                  m_bits=cfg.m_bits, b_bits=cfg.b_bits, s_max=cfg.s_max,
                  shared_shift=cfg.shared_shift, strict=strict)
 
-
-# -- exact evaluation and verification --------------------------------------------------------
-
-def _object(array):
-    out = np.empty(np.shape(array), dtype=object)
-    out.ravel()[:] = [int(v) for v in np.asarray(array).ravel()]
-    return out
-
-
-def _acc_array(acc):
-    acc = np.asarray(acc)
-    if acc.dtype.kind not in "iuO":
-        raise ValueError(f"acc must hold integers, not {acc.dtype} values")
-    return acc
-
-
-def target(k, b, acc, *, y_min, y_max, rounding="half_up"):
-    """Return ``clamp(R(k·acc + b), y_min, y_max)`` exactly, vectorized over ``acc``.
-
-    Independent of the solver's run computation. When ``k``, ``b`` and ``acc`` are small dyadics
-    the evaluation is exact int64 arithmetic. Otherwise ``v = k·acc + b`` is evaluated in float64
-    with the rigorous error bound ``|v - exact| <= 2^-50·(|k·acc| + |b|) + 2^-1000``; where the
-    nearest half-integer (the only place the rounding can change) is farther than that bound,
-    the float result is the exact one, and every other element is recomputed with Python
-    integers.
-    """
-    _check_rounding(rounding)
-    acc = _acc_array(acc)
-    k, b = float(k), float(b)
-    y_min, y_max = int(y_min), int(y_max)
-    kn, bn, D = _dyadic(k, b)
-    if acc.size == 0:
-        return np.zeros(acc.shape, dtype=np.int64)
-    a_max = max(abs(int(acc.min())), abs(int(acc.max())))
-    small_y = max(abs(y_min), abs(y_max)) < (1 << 50)
-    if (D <= _INT64_SAFE_BITS and small_y and abs(kn) < (1 << _INT64_SAFE_BITS)
-            and abs(kn) * a_max + abs(bn) < (1 << _INT64_SAFE_BITS)):
-        N = np.int64(kn) * acc.astype(np.int64) + np.int64(bn)
-        q = N >> D
-        rem = N & np.int64((1 << D) - 1)
-        half = np.int64(1 << (D - 1))
-        tie = rem == half
-        if rounding == "half_up":
-            up = tie
-        elif rounding == "half_even":
-            up = tie & ((q & 1) == 1)
-        else:
-            up = tie & (q >= 0)
-        r = q + ((rem > half) | up)
-        return np.clip(r, y_min, y_max)
-    if not small_y or a_max >= (1 << 52):
-        flat = [_clamp(_round_num(kn * int(a) + bn, D, rounding), y_min, y_max)
-                for a in acc.ravel()]
-        return _as_int_array(flat).reshape(acc.shape)
-    a = acc.astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        v = k * a + b
-        err = 2.0 ** -50 * (abs(k) * np.abs(a) + abs(b)) + 2.0 ** -1000
-        floor = np.floor(v)
-        frac = v - floor
-        sure = np.abs(frac - 0.5) > err
-        high = (v - err) > (y_max + 1)
-        low = (v + err) < (y_min - 1)
-    sure &= np.isfinite(v)
-    r = np.where(sure, floor + (frac > 0.5), 0.0)
-    r = np.clip(r, y_min, y_max)
-    r = np.where(high, y_max, np.where(low, y_min, r)).astype(np.int64)
-    unsure = ~(sure | high | low)
-    if np.any(unsure):
-        flat = r.ravel()
-        for i in np.flatnonzero(unsure.ravel()):
-            flat[i] = _clamp(_round_num(kn * int(acc.ravel()[i]) + bn, D, rounding),
-                             y_min, y_max)
-        r = flat.reshape(acc.shape)
-    return r
-
-
-def hardware(acc, M, B, S, *, y_min, y_max):
-    """Return ``clamp(floor((acc·M + B) / 2^S), y_min, y_max)`` exactly for one channel."""
-    acc = _acc_array(acc)
-    M, B, S, y_min, y_max = int(M), int(B), int(S), int(y_min), int(y_max)
-    if acc.size == 0:
-        return np.zeros(acc.shape, dtype=np.int64)
-    a_max = max(abs(int(acc.min())), abs(int(acc.max())))
-    fits = max(abs(y_min), abs(y_max)).bit_length() < _INT64_SAFE_BITS
-    if fits and S <= _INT64_SAFE_BITS and a_max * abs(M) + abs(B) < (1 << _INT64_SAFE_BITS):
-        value = (acc.astype(np.int64) * np.int64(M) + np.int64(B)) >> np.int64(S)
-        return np.clip(value, y_min, y_max)
-    value = (_object(acc) * M + B) >> S
-    value = np.where(value < y_min, y_min, np.where(value > y_max, y_max, value))
-    if fits:
-        return value.astype(np.int64)
-    return value
-
-
-def _target_scalar(k, b, acc, y_min, y_max, rounding):
-    """Exact target of one value with :class:`fractions.Fraction` (verification path)."""
-    v = Fraction(k) * acc + Fraction(b)
-    if rounding == "half_up":
-        r = math.floor(v + Fraction(1, 2))
-    elif rounding == "half_even":
-        r = round(v)
-    else:
-        r = math.floor(abs(v) + Fraction(1, 2)) * (1 if v >= 0 else -1)
-    return _clamp(r, y_min, y_max)
-
-
-def _last_where(predicate, lo, hi):
-    """Last ``x`` in ``[lo, hi]`` with ``predicate(x)``, for a predicate true on a prefix."""
-    if not predicate(lo):
-        return lo - 1
-    while lo < hi:
-        middle = (lo + hi + 1) // 2
-        if predicate(middle):
-            lo = middle
-        else:
-            hi = middle - 1
-    return lo
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The outcome of :func:`verify`.
-
-    Attributes
-    ----------
-    ok : ndarray of bool
-        Per channel: the solution matches the target on every value checked.
-    checked : ndarray of int
-        Per channel: how many accumulator values were compared.
-    modes : tuple of str
-        Per channel: ``"exhaustive"``, ``"window"`` or ``"runs"``.
-    counterexamples : tuple of (int, int, int, int)
-        ``(channel, acc, target, hardware)``: the first mismatch of every failing channel.
-    """
-
-    ok: np.ndarray
-    checked: np.ndarray
-    modes: tuple
-    counterexamples: tuple
-
-    def __bool__(self):
-        return bool(np.all(self.ok))
-
-
-def verify(k, b, acc_lo, acc_hi, M, B, S, *, y_min, y_max, rounding="half_up", mode="auto",
-           exhaustive_limit=1 << 20):
-    """Check exactly that ``(M, B, S)`` reproduces the target on the reachable range.
-
-    Parameters
-    ----------
-    k, b, acc_lo, acc_hi, y_min, y_max, rounding
-        As for :func:`solve`.
-    M, B, S : array_like of int, shape (C,) (``S`` may be a scalar)
-        The solution to check.
-    mode : {"auto", "exhaustive", "window", "runs"}
-        ``"exhaustive"``: every value of ``[acc_lo, acc_hi]``. ``"window"``: every value whose
-        target is strictly inside ``(y_min, y_max)`` (found by bisection on the exact
-        :class:`~fractions.Fraction` target, which is monotone), plus both ends of each clamp
-        region; a clamp region needs only its ends because ``acc·M + B`` is linear, so its
-        extremes over an interval are at the ends. ``"runs"``: both ends of every run of
-        :func:`target_runs` (exact by the same argument; fast, but shares the run computation
-        with the solver). ``"auto"``: exhaustive when the range holds at most ``exhaustive_limit``
-        values, else window.
-
-    Returns
-    -------
-    Verification
-    """
-    k, b, acc_lo, acc_hi, y_min, y_max = _check_channels(k, b, acc_lo, acc_hi, y_min, y_max,
-                                                         rounding)
-    if mode not in ("auto", "exhaustive", "window", "runs"):
-        raise ValueError(f"mode must be 'auto', 'exhaustive', 'window' or 'runs', "
-                         f"not {mode!r}")
-    count = len(k)
-    M = _int_channels("M", M, count)
-    B = _int_channels("B", B, count)
-    S = _int_channels("S", S, count)
-    for c, s in enumerate(S):
-        if s < 0:
-            raise ValueError(f"S[{c}] = {s} must not be negative")
-    ok, checked, modes, counterexamples = [], [], [], []
-    for c in range(count):
-        lo, hi = acc_lo[c], acc_hi[c]
-        mode_c = mode
-        if mode == "auto":
-            mode_c = "exhaustive" if hi - lo + 1 <= exhaustive_limit else "window"
-        spans, points = _verification_set(k[c], b[c], lo, hi, y_min, y_max, rounding, mode_c)
-        first, n = None, 0
-        chunks = [np.arange(s, e + 1, dtype=np.int64) if max(abs(s), abs(e)) < (1 << 62)
-                  else _object(range(s, e + 1))
-                  for start, end in spans for s in range(start, end + 1, _CHUNK)
-                  for e in (min(s + _CHUNK - 1, end),)]
-        if points:
-            chunks.append(_as_int_array(sorted(set(points))))
-        for acc in chunks:
-            want = target(k[c], b[c], acc, y_min=y_min, y_max=y_max, rounding=rounding)
-            got = hardware(acc, M[c], B[c], S[c], y_min=y_min, y_max=y_max)
-            n += len(acc)
-            bad = np.flatnonzero(want != got)
-            if first is None and bad.size:
-                i = bad[0]
-                first = (c, int(acc[i]), int(want[i]), int(got[i]))
-        ok.append(first is None)
-        checked.append(n)
-        modes.append(mode_c)
-        if first is not None:
-            counterexamples.append(first)
-    return Verification(ok=np.array(ok, dtype=bool), checked=np.array(checked, dtype=np.int64),
-                        modes=tuple(modes), counterexamples=tuple(counterexamples))
-
-
-def _verification_set(k, b, lo, hi, y_min, y_max, rounding, mode):
-    """Return ``(spans, points)``: intervals to check value by value, and single values."""
-    if mode == "exhaustive":
-        return [(lo, hi)], []
-    if mode == "runs":
-        starts, ends, _ = _runs(k, b, lo, hi, y_min, y_max, rounding)
-        return [], starts + ends
-
-    def t(acc):
-        return _target_scalar(k, b, acc, y_min, y_max, rounding)
-
-    if k < 0:                                # work on acc' = -acc, where the target rises
-        def rising(acc):
-            return t(-acc)
-        first, last = -hi, -lo
-    else:
-        rising, first, last = t, lo, hi
-    # Low clamp region: a prefix (t == y_min); high clamp region: a suffix (t == y_max).
-    low_end = _last_where(lambda a: rising(a) <= y_min, first, last)
-    high_start = _last_where(lambda a: rising(a) < y_max, first, last) + 1
-    if y_min == y_max:
-        low_end, high_start = last, last + 1
-    window = (low_end + 1, high_start - 1)
-    points = []
-    if low_end >= first:
-        points += [first, low_end]
-    if high_start <= last:
-        points += [high_start, last]
-    spans = [window] if window[0] <= window[1] else []
-    if k < 0:
-        spans = [(-e, -s) for s, e in spans]
-        points = [-a for a in points]
-    return spans, points
-
-
-# -- baselines (for the benchmark; not used by the solver) ------------------------------------
-
-@dataclass(frozen=True)
-class NaiveRequant:
-    """Naive rounding: ``M = round(k·2^S)``, ``B = floor((b + 1/2)·2^S)``, smallest exact ``S``.
-
-    Attributes
-    ----------
-    M, B, S : ndarray
-        Entries of channels with no exact ``S <= s_limit`` are 0 (see ``exact``).
-    exact : ndarray of bool
-    m_bits, b_bits : ndarray of int
-        Per channel, signed widths of ``M``, ``B`` (0 where not exact).
-    """
-
-    M: np.ndarray
-    B: np.ndarray
-    S: np.ndarray
-    exact: np.ndarray
-    m_bits: np.ndarray
-    b_bits: np.ndarray
-
-
-def naive_requant(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", s_limit=64):
-    """The naive baseline: round the constants, take the smallest ``S`` that happens to be exact.
-
-    ``M = round(k·2^S)`` (exact rational, ties to even) and ``B = floor((b + 1/2)·2^S)`` (the
-    half-up rounding constant folded into ``B``, whatever ``rounding`` the target uses). Each
-    ``S = 0, 1, ..., s_limit`` is checked exactly against the target (at both ends of every run,
-    see :func:`verify`); there is no width limit.
-    """
-    k, b, acc_lo, acc_hi, y_min, y_max = _check_channels(k, b, acc_lo, acc_hi, y_min, y_max,
-                                                         rounding)
-    Ms, Bs, Ss, exact = [], [], [], []
-    for c in range(len(k)):
-        if y_min == y_max:
-            Ms.append(0), Bs.append(0), Ss.append(0), exact.append(True)
-            continue
-        ch = _Channel(k[c], b[c], acc_lo[c], acc_hi[c], y_min, y_max, rounding)
-        kf, bf = Fraction(k[c]), Fraction(b[c]) + Fraction(1, 2)
-        found = None
-        for S in range(s_limit + 1):
-            M = round(kf * (1 << S))
-            B = math.floor(bf * (1 << S))
-            low = max(((y << S) - a * M for a, y in ch.lower), default=B)
-            high = min((((y << S) - 1 - a * M for a, y in ch.upper)), default=B)
-            if low <= B <= high:
-                found = (M, B, S)
-                break
-        exact.append(found is not None)
-        M, B, S = found if found is not None else (0, 0, 0)
-        Ms.append(M), Bs.append(B), Ss.append(S)
-    m_bits = [signed_bits(M) if e else 0 for M, e in zip(Ms, exact)]
-    b_bits = [signed_bits(B) if e else 0 for B, e in zip(Bs, exact)]
-    return NaiveRequant(M=_as_int_array(Ms), B=_as_int_array(Bs), S=_as_int_array(Ss),
-                        exact=np.array(exact, dtype=bool), m_bits=np.array(m_bits),
-                        b_bits=np.array(b_bits))
-
-
-@dataclass(frozen=True)
-class TFLiteRequant:
-    """TFLite's per-channel integer output stage for ``k·acc + b`` (DESIGN notes §5).
-
-    Attributes
-    ----------
-    M0 : ndarray of int64
-        Q0.31 multipliers in ``[2^30, 2^31)`` (0 for ``k = 0``): ``QuantizeMultiplier(|k|)``.
-    shift : ndarray of int64
-        The ``frexp`` exponent; negative is a right shift.
-    bias : ndarray
-        ``bias_int = round_half_away(b / |k|)``, added to the accumulator before the multiplier.
-    offset : ndarray of int64
-        Output offset added after the multiplier: ``round_half_away(b)`` when ``k = 0``, else 0.
-    negate : ndarray of bool
-        ``k < 0``: TFLite's multiplier is positive, so the sign goes into the weights and the
-        accumulator is ``-acc``.
-    """
-
-    M0: np.ndarray
-    shift: np.ndarray
-    bias: np.ndarray
-    offset: np.ndarray
-    negate: np.ndarray
-
-
-def _round_half_away(value):
-    return math.floor(abs(value) + Fraction(1, 2)) * (1 if value >= 0 else -1)
-
-
-def tflite_requant(k, b):
-    """Encode ``k``, ``b`` as TFLite does (``QuantizeMultiplier``; double rounding default).
-
-    ``(q, e) = frexp(|k|)``, ``M0 = round_half_away(q·2^31)``; ``M0 = 2^31`` becomes ``2^30``
-    with ``e + 1``; ``e < -31`` flushes to ``M0 = 0``. The bias is rounded exactly from the
-    rationals (TFLite's converter rounds a float quotient; the difference is immaterial here).
-    """
-    k = _float_channels("k", k)
-    b = _float_channels("b", b, len(k))
-    M0s, shifts, biases, offsets, negate = [], [], [], [], []
-    for kc, bc in zip(k, b):
-        q, e = math.frexp(abs(kc))
-        M0 = _round_half_away(Fraction(q) * (1 << 31))
-        if M0 == 1 << 31:
-            M0, e = 1 << 30, e + 1
-        if e < -31:
-            M0, e = 0, 0
-        M0s.append(M0)
-        shifts.append(e)
-        if kc == 0:
-            biases.append(0)
-            offsets.append(_round_half_away(Fraction(bc)))
-        else:
-            biases.append(_round_half_away(Fraction(bc) / Fraction(abs(kc))))
-            offsets.append(0)
-        negate.append(kc < 0)
-    return TFLiteRequant(M0=np.array(M0s, dtype=np.int64), shift=np.array(shifts, dtype=np.int64),
-                         bias=_as_int_array(biases), offset=np.array(offsets, dtype=np.int64),
-                         negate=np.array(negate, dtype=bool))
-
-
-def tflite_output(acc, M0, shift, bias, offset=0, negate=False, *, y_min, y_max):
-    """Return TFLite's output for one channel, vectorized over ``acc``, exactly.
-
-    ``clamp(RDBPOT(SRDHM((±acc + bias)·2^L, M0), R) + offset, y_min, y_max)`` with
-    ``L = max(shift, 0)``, ``R = max(-shift, 0)``, ``SRDHM(x, M0) = floor((x·M0 + 2^30) / 2^31)``
-    and ``RDBPOT(x, R) = round_half_away(x / 2^R)`` (the closed forms of gemmlowp's functions,
-    DESIGN notes §5). Intermediate values are exact: int32 wrap-around of ``acc + bias`` or of
-    the left shift is not modelled (it would only add mismatches).
-    """
-    acc = _object(_acc_array(acc))
-    M0, shift, bias, offset = int(M0), int(shift), int(bias), int(offset)
-    x = (-acc if negate else acc) + bias
-    left, right = max(shift, 0), max(-shift, 0)
-    x = (x * (1 << left) * M0 + (1 << 30)) >> 31
-    if right:
-        magnitude = (np.abs(x) + (1 << (right - 1))) >> right
-        x = np.where(x < 0, -magnitude, magnitude)
-    x = x + offset
-    x = np.where(x < y_min, y_min, np.where(x > y_max, y_max, x))
-    return x.astype(np.int64)
-
-
-def tflite_mismatches(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up"):
-    """Count, per channel, the reachable ``acc`` where TFLite's output differs from the target.
-
-    Exact over the whole range without evaluating every value: the target is constant on each
-    run (:func:`target_runs`) and TFLite's output is monotone in ``acc`` (every stage is
-    non-decreasing in its input; ``negate`` reverses it), so on a run at level ``y`` the values
-    below ``y`` form a prefix (or suffix) and those above a suffix (or prefix): two bisections
-    per run, done for all runs at once.
-
-    Returns
-    -------
-    encoding : TFLiteRequant
-    mismatches : ndarray of int64
-    """
-    k, b, acc_lo, acc_hi, y_min, y_max = _check_channels(k, b, acc_lo, acc_hi, y_min, y_max,
-                                                         rounding)
-    encoding = tflite_requant(k, b)
-    counts = []
-    for c in range(len(k)):
-        starts, ends, levels = _runs(k[c], b[c], acc_lo[c], acc_hi[c], y_min, y_max, rounding)
-        negate = bool(encoding.negate[c])
-        if negate:                            # rising in acc' = -acc
-            starts, ends = [-e for e in ends], [-s for s in starts]
-
-        def f(acc, c=c, negate=negate):
-            return tflite_output(-acc if negate else acc, encoding.M0[c], encoding.shift[c],
-                                 encoding.bias[c], encoding.offset[c], negate,
-                                 y_min=y_min, y_max=y_max)
-
-        p = np.array(starts, dtype=object)
-        q = np.array(ends, dtype=object)
-        y = np.array(levels, dtype=np.int64)
-        below = _first_at_least(f, p, q + 1, y) - p             # f < y: a prefix
-        above = q + 1 - _first_at_least(f, p, q + 1, y + 1)    # f > y: a suffix
-        counts.append(int(np.sum(below + above)))
-    return encoding, np.array(counts, dtype=np.int64)
-
-
-def _first_at_least(f, lo, hi, y):
-    """Per element, the first ``x`` in ``[lo, hi)`` with ``f(x) >= y`` (``hi`` if none)."""
-    lo, hi = lo.copy(), hi.copy()
-    while True:
-        active = lo < hi
-        if not np.any(active):
-            return lo
-        middle = (lo + hi) // 2
-        at_least = f(middle) >= y
-        hi = np.where(active & at_least, middle, hi)
-        lo = np.where(active & ~at_least, middle + 1, lo)

@@ -1,7 +1,9 @@
 """Turn NumPy batches into packed stream beats for each block, and packed beats back into arrays.
 
 Packing follows :func:`hw.layouts.flat_fields`, so it matches the hardware's payload layouts bit
-for bit. Values are Python integers (payloads can be hundreds of bits wide).
+for bit. Values are Python integers (payloads can be hundreds of bits wide). The expected beats
+come from the golden model (:mod:`qmac.sim.golden`); the payload formats are those of
+``docs/arithmetic.md``.
 """
 
 from __future__ import annotations
@@ -106,13 +108,11 @@ def requant_beats(cfg, acc, M, B, S, flags, last):
 
 def requant_expected(cfg, acc, M, B, S, flags, last):
     """Expected requantization-unit output beats for :func:`requant_beats`."""
-    acc, M, B, S = (np.asarray(a, dtype=object) for a in (acc, M, B, S))
-    y = np.empty(acc.shape, dtype=object)
-    for r in range(cfg.rows):
-        # Lane r of every beat uses that beat's own parameters: requantize one column at a time
-        # by treating the beats as channels of a 1-row batch.
-        lane_cfg = cfg.replace(out_features=len(acc), rows=1, shared_shift=False)
-        y[:, r] = golden.requantize(lane_cfg, acc[None, :, r], M[:, r], B[:, r], S[:, r])[0]
+    # Every lane of every beat uses that beat's own parameters: element-wise requantization.
+    acc = golden.check_range("acc", acc, cfg.acc_min, cfg.acc_max)
+    M, B, S = golden.check_requant_values(cfg, M, B, S)
+    y = golden.requantize_values(acc, M, B, S, y_min=cfg.y_min, y_max=cfg.y_max)
+    y = np.asarray(y, dtype=object)
     flags = np.asarray(flags, dtype=object)
     columns = {("last",): np.asarray(last, dtype=object)}
     for r in range(cfg.rows):

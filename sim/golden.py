@@ -1,8 +1,13 @@
-"""The golden model: the arithmetic contract of DESIGN.md in executable, bit-exact form.
+"""The golden model: the arithmetic contract of ``docs/arithmetic.md`` in executable, bit-exact
+form.
 
 Plain NumPy; no Amaranth or cocotb import. Everything is vectorized over the batch and the output
 channels. Where a width could overflow ``int64`` the model computes with Python integers (NumPy
 ``object`` arrays) instead, so every width the configuration allows is exact.
+
+:func:`requantize_values` is the one place the requantization formula is written; the layer
+functions, the stream-beat predictions of :mod:`qmac.sim.beats`, the solver's verification and
+the benchmarks all call it.
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qmac.hw.checks import (RangeError, check_inputs, check_range, check_requant, check_weights,
-                       exact_array)
+from qmac.hw.checks import (INT64_SAFE_BITS, RangeError, check_inputs, check_integers,
+                            check_range, check_requant, check_requant_values,
+                            check_weights, exact_array)
+from qmac.hw.config import signed_range
 
 
 __all__ = [
-    "RangeError", "check_range", "check_weights", "check_requant", "check_inputs",
-    "wrap", "saturate", "mac", "requantize", "layer", "LayerResult",
+    "RangeError", "check_range", "check_weights", "check_requant", "check_requant_values",
+    "check_inputs",
+    "wrap", "saturate", "clamp", "mac", "requantize_values", "requantize", "layer", "LayerResult",
 ]
 
 
@@ -29,7 +37,12 @@ def wrap(value, bits):
 
 def saturate(value, bits):
     """Clamp ``value`` to the ``bits``-bit signed range."""
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return clamp(value, *signed_range(bits))
+
+
+def clamp(value, lo, hi):
+    """Clamp ``value`` to ``[lo, hi]`` element-wise, exactly (Python ints in ``object`` arrays
+    stay Python ints)."""
     if isinstance(value, np.ndarray) and value.dtype == object:
         return np.where(value < lo, lo, np.where(value > hi, hi, value))
     return np.clip(value, lo, hi)
@@ -67,23 +80,58 @@ def mac(cfg, x, w):
     return acc, flags
 
 
+def requantize_values(acc, M, B, S, *, y_min, y_max):
+    """Return ``clamp(floor((acc·M + B) / 2^S), y_min, y_max)`` exactly, element-wise.
+
+    The requantization formula of ``docs/arithmetic.md``, and the only place it is written.
+    ``acc``, ``M``, ``B`` and ``S`` broadcast against each other as NumPy arrays do: one
+    parameter set per channel (shape ``(N,)`` against ``acc`` of shape ``(batch, N)``), one per
+    element, or scalars. No width is checked here (:func:`requantize` checks against a layer).
+
+    Returns
+    -------
+    ndarray
+        int64 when every value fits it (see :func:`qmac.hw.checks.exact_array`), else Python
+        ints in an ``object`` array.
+
+    Raises
+    ------
+    ValueError
+        A non-integer argument, or a negative ``S``; the message names it.
+    """
+    acc, M, B, S = (check_integers(name, value)
+                    for name, value in (("acc", acc), ("M", M), ("B", B), ("S", S)))
+    y_min, y_max = int(y_min), int(y_max)
+    if S.size and int(S.min()) < 0:
+        index = tuple(int(i) for i in np.argwhere(S < 0)[0])
+        raise RangeError(f"S{list(index)} = {int(S[index])} must not be negative")
+    if 0 in np.broadcast_shapes(acc.shape, M.shape, B.shape, S.shape):
+        return np.zeros(np.broadcast_shapes(acc.shape, M.shape, B.shape, S.shape), np.int64)
+    reach = _magnitude(acc) * _magnitude(M) + _magnitude(B)       # bounds |acc·M + B|
+    if reach < (1 << INT64_SAFE_BITS):
+        value = (acc.astype(np.int64) * M.astype(np.int64) + B.astype(np.int64)) \
+            >> S.astype(np.int64)
+        return np.clip(value, max(y_min, -(1 << 63)), min(y_max, (1 << 63) - 1))
+    acc, M, B, S = (exact_array(v, reach.bit_length() + 1) for v in (acc, M, B, S))
+    value = (acc * M + B) >> S
+    return exact_array(clamp(value, y_min, y_max), max(abs(y_min), abs(y_max)).bit_length() + 1)
+
+
+def _magnitude(array):
+    """The largest ``|v|`` of a non-empty integer array, as a Python int."""
+    return max(abs(int(array.min())), abs(int(array.max())))
+
+
 def requantize(cfg, acc, M, B, S):
-    """Apply ``clamp(floor((acc·M + B) / 2^S), y_min, y_max)`` per output channel.
+    """Requantize a layer's accumulators: :func:`requantize_values` with the layer's clamp,
+    after checking every value against the layer's widths.
 
     ``acc`` has shape ``(batch, out_features)``; ``M``, ``B``, ``S`` have shape
     ``(out_features,)``.
     """
     M, B, S = check_requant(cfg, M, B, S)
     acc = check_range("acc", acc, cfg.acc_min, cfg.acc_max)
-    bits = max(cfg.acc_bits + cfg.m_bits, cfg.b_bits) + 2
-    acc, M, B = exact_array(acc, bits), exact_array(M, bits), exact_array(B, bits)
-    S = S.astype(object) if acc.dtype == object else S.astype(np.int64)
-    value = (acc * M + B) >> S
-    if value.dtype == object:
-        value = np.where(value < cfg.y_min, cfg.y_min, np.where(value > cfg.y_max, cfg.y_max,
-                                                                   value))
-        return exact_array(value, cfg.out_bits + 1)
-    return np.clip(value, cfg.y_min, cfg.y_max)
+    return requantize_values(acc, M, B, S, y_min=cfg.y_min, y_max=cfg.y_max)
 
 
 @dataclass(frozen=True)

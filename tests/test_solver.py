@@ -23,10 +23,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from qmac import solver
-from qmac.solver import (
-    InfeasibleError, naive_requant, solve, target, target_runs, tflite_mismatches,
-    tflite_requant, verify,
-)
+from qmac.baselines import naive_requant, tflite_mismatches, tflite_requant
+from qmac.hw.config import signed_width
+from qmac.solver import InfeasibleError, solve
+from qmac.target import ROUNDINGS, target_runs
+from qmac.verify import target, verify
 
 
 HALF = Fraction(1, 2)
@@ -247,7 +248,7 @@ WIDE = dict(y_min=-1000, y_max=1000)
 def test_hand_derived(k, b, lo, hi, rounding, expected):
     result = solve([k], [b], lo, hi, rounding=rounding, m_bits=16, b_bits=16, s_max=16, **WIDE)
     assert (int(result.M[0]), int(result.B[0]), int(result.S[0])) == expected
-    assert result.m_bits == solver.signed_bits(expected[0])
+    assert result.m_bits == signed_width(expected[0])
 
 
 def test_clamp_needs_only_the_same_side():
@@ -271,7 +272,7 @@ def test_single_output_level():
                   y_min=5, y_max=5)
 
 
-@pytest.mark.parametrize("rounding", solver.ROUNDINGS)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
 @pytest.mark.parametrize("k, b", [
     (0.5, 0.0), (-0.5, 0.0), (0.25, 0.5), (0.25, -0.5), (0.75, 0.25), (1.5, 0.5), (0.125, 0.375),
 ])
@@ -342,7 +343,7 @@ def test_narrow_b_moves_to_a_larger_shift():
 def test_brute_force_tiny(seed):
     rng = random.Random(seed)
     for _ in range(25):
-        rounding = rng.choice(solver.ROUNDINGS)
+        rounding = rng.choice(ROUNDINGS)
         m_bits, b_bits, s_max = rng.randint(2, 5), rng.randint(2, 7), rng.randint(0, 5)
         k = rng.choice([-1, 1]) * rng.randint(1, 40) / 2 ** rng.randint(0, 5)
         if rng.random() < 0.3:
@@ -386,7 +387,7 @@ def random_channels(draw, max_log_size=24):
     else:
         lo = rng.randint(-(1 << 24), (1 << 24) - size)
         b = rng.uniform(-1e6, 1e6)
-    rounding = draw(st.sampled_from(solver.ROUNDINGS))
+    rounding = draw(st.sampled_from(ROUNDINGS))
     return k, b, lo, lo + size - 1, y_min, y_max, rounding
 
 
@@ -400,7 +401,7 @@ def dyadic_channels(draw):
     if draw(st.integers(0, 3)):
         b = b / 16 - k * draw(st.integers(lo, hi))       # still exact: small dyadics
     y_min, y_max = draw(st.sampled_from(CLAMPS[:4]))
-    rounding = draw(st.sampled_from(solver.ROUNDINGS))
+    rounding = draw(st.sampled_from(ROUNDINGS))
     return k, b, lo, hi, y_min, y_max, rounding
 
 
@@ -438,7 +439,7 @@ def test_dyadic_channels_with_limits(channel, m_bits, b_bits, s_max):
 
 @FAST
 @given(st.lists(random_channels(max_log_size=16), min_size=2, max_size=5),
-       st.sampled_from(solver.ROUNDINGS))
+       st.sampled_from(ROUNDINGS))
 def test_many_channels_at_once(channels, rounding):
     """A vector of channels gives the same answers as one channel at a time."""
     y_min, y_max = -128, 127
@@ -459,8 +460,8 @@ def test_many_channels_at_once(channels, rounding):
                 alone.infeasible[0][1].replace("channel 0:", f"channel {c}:", 1)
     if not together.ok:
         return
-    assert together.m_bits == max(solver.signed_bits(m) for m in together.M)
-    assert together.b_bits == max(solver.signed_bits(v) for v in together.B)
+    assert together.m_bits == max(signed_width(m) for m in together.M)
+    assert together.b_bits == max(signed_width(v) for v in together.B)
     assert together.s_needed == max(together.S)
 
 
@@ -579,7 +580,7 @@ def test_verify_window_mode_checks_clamp_edges():
 
 @FAST
 @given(st.floats(-6, 2), st.sampled_from([-1.0, 1.0]), st.floats(-1e6, 1e6),
-       st.integers(-(1 << 30), 1 << 30), st.sampled_from(solver.ROUNDINGS))
+       st.integers(-(1 << 30), 1 << 30), st.sampled_from(ROUNDINGS))
 def test_target_matches_fractions(log_k, sign, b, start, rounding):
     k = sign * 10.0 ** log_k
     acc = np.arange(start, start + 200, dtype=np.int64)
@@ -592,7 +593,7 @@ def test_target_matches_fractions(log_k, sign, b, start, rounding):
     assert list(got) == want
 
 
-@pytest.mark.parametrize("rounding", solver.ROUNDINGS)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_target_dyadic_ties(rounding):
     acc = np.arange(-1000, 1001)
     for k, b in [(0.5, 0.0), (-0.25, 0.5), (1.5, -0.5), (2.0 ** -40, 0.5)]:
