@@ -12,13 +12,14 @@ import pytest
 from qmac.hw import layouts
 from qmac.hw.config import LayerConfig
 from qmac.sim import beats, golden
-from qmac.sim.runner import build, lint, run_stream
+from qmac.sim.runner import run_stream
+from harness import cfg_id, shift_id
 from vectors import engine_params, mac_inputs, mac_weights, requant_cases
 
 
-def cfg_id(cfg):
-    return (f"{cfg.rows}x{cfg.cols}-a{cfg.a_bits}{'s' if cfg.a_signed else 'u'}-w{cfg.w_bits}-"
-            f"acc{cfg.acc_bits}-{cfg.overflow}-{'shared' if cfg.shared_shift else 'perch'}")
+def verilog_id(cfg):
+    """A readable test id: ``2x3-a4s-w4-acc8-sat-shared``."""
+    return f"{cfg_id(cfg)}-{shift_id(cfg)}"
 
 
 def config(rows, cols, a_bits, a_signed, w_bits, acc_bits, overflow, shared_shift, *, folds=2,
@@ -63,24 +64,16 @@ SLOW = [
     ]
 ]
 
-FAST_IDS = [cfg_id(cfg) for cfg in FAST]
-SLOW_IDS = [cfg_id(cfg) for cfg in SLOW]
+FAST_IDS = [verilog_id(cfg) for cfg in FAST]
+SLOW_GRID = [pytest.param(cfg, id=verilog_id(cfg), marks=pytest.mark.slow) for cfg in SLOW]
 STALL = (0.3, 0.3)
 
 
-def _build(component, cfg, tmp_path_factory, kind):
-    folder = tmp_path_factory.mktemp(f"{kind}-{cfg_id(cfg)}")
-    built = build(component, name=f"{kind}_dut", build_dir=folder)
-    warnings = lint(built.verilog)
-    assert warnings == "", f"verilator --lint-only -Wall:\n{warnings}"
-    return built
-
-
-def _check_mac(cfg, tmp_path_factory, seed):
+def _check_mac(cfg, verilator_build, seed):
     from qmac.hw.mac_array import MacArray
     rng = np.random.default_rng(seed)
     dut = MacArray(cfg)
-    built = _build(dut, cfg, tmp_path_factory, "mac")
+    built = verilator_build(dut, "mac")
     w = mac_weights(cfg, rng)
     x = mac_inputs(cfg, w, rng)
     inputs = beats.mac_beats(cfg, x, w)
@@ -107,11 +100,11 @@ def _check_mac(cfg, tmp_path_factory, seed):
     assert run.prefix_outputs == expected[:len(run.prefix_outputs)]
 
 
-def _check_requant(cfg, tmp_path_factory, seed):
+def _check_requant(cfg, verilator_build, seed):
     from qmac.hw.requant import Requantizer
     rng = np.random.default_rng(seed)
     dut = Requantizer(cfg)
-    built = _build(dut, cfg, tmp_path_factory, "requant")
+    built = verilator_build(dut, "requant")
     acc, M, B, S, flags, last = requant_cases(cfg, rng)
     inputs = beats.requant_beats(cfg, acc, M, B, S, flags, last)
     expected = beats.requant_expected(cfg, acc, M, B, S, flags, last)
@@ -137,14 +130,14 @@ def _check_requant(cfg, tmp_path_factory, seed):
     assert run.prefix_outputs == expected[:len(run.prefix_outputs)]
 
 
-def _check_engine(cfg, tmp_path_factory, seed, batch=12):
+def _check_engine(cfg, verilator_build, seed, batch=12):
     from qmac.hw.engine import LayerEngine
     rng = np.random.default_rng(seed)
     w = mac_weights(cfg, rng)
     M, B, S = engine_params(cfg, w, rng)
     x = mac_inputs(cfg, w, rng, n_random=batch)
     dut = LayerEngine(cfg, w, M, B, S)
-    built = _build(dut, cfg, tmp_path_factory, "engine")
+    built = verilator_build(dut, "engine")
     inputs = beats.engine_beats(cfg, x)
     expected = beats.engine_expected(cfg, x, w, M, B, S)
     result = golden.layer(cfg, x, w, M, B, S)
@@ -170,44 +163,41 @@ def _check_engine(cfg, tmp_path_factory, seed, batch=12):
 
 
 @pytest.mark.parametrize("cfg", FAST, ids=FAST_IDS)
-def test_mac_array(cfg, tmp_path_factory):
-    _check_mac(cfg, tmp_path_factory, seed=1)
+def test_mac_array(cfg, verilator_build):
+    _check_mac(cfg, verilator_build, seed=1)
 
 
 @pytest.mark.parametrize("cfg", FAST, ids=FAST_IDS)
-def test_requantizer(cfg, tmp_path_factory):
-    _check_requant(cfg, tmp_path_factory, seed=2)
+def test_requantizer(cfg, verilator_build):
+    _check_requant(cfg, verilator_build, seed=2)
 
 
 @pytest.mark.parametrize("cfg", FAST, ids=FAST_IDS)
-def test_layer_engine(cfg, tmp_path_factory):
-    _check_engine(cfg, tmp_path_factory, seed=3)
+def test_layer_engine(cfg, verilator_build):
+    _check_engine(cfg, verilator_build, seed=3)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", SLOW, ids=SLOW_IDS)
-def test_mac_array_grid(cfg, tmp_path_factory):
-    _check_mac(cfg, tmp_path_factory, seed=11)
+@pytest.mark.parametrize("cfg", SLOW_GRID)
+def test_mac_array_grid(cfg, verilator_build):
+    _check_mac(cfg, verilator_build, seed=11)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", SLOW, ids=SLOW_IDS)
-def test_requantizer_grid(cfg, tmp_path_factory):
-    _check_requant(cfg, tmp_path_factory, seed=12)
+@pytest.mark.parametrize("cfg", SLOW_GRID)
+def test_requantizer_grid(cfg, verilator_build):
+    _check_requant(cfg, verilator_build, seed=12)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg", SLOW, ids=SLOW_IDS)
-def test_layer_engine_grid(cfg, tmp_path_factory):
-    _check_engine(cfg, tmp_path_factory, seed=13)
+@pytest.mark.parametrize("cfg", SLOW_GRID)
+def test_layer_engine_grid(cfg, verilator_build):
+    _check_engine(cfg, verilator_build, seed=13)
 
 
-def test_mismatch_is_reported(tmp_path_factory):
+def test_mismatch_is_reported(verilator_build):
     """The testbench can fail: a wrong expected beat is caught and named."""
     from qmac.hw.mac_array import MacArray
     cfg = FAST[0]
     rng = np.random.default_rng(0)
-    built = _build(MacArray(cfg), cfg, tmp_path_factory, "mac")
+    built = verilator_build(MacArray(cfg), "mac")
     w = mac_weights(cfg, rng)
     x = mac_inputs(cfg, w, rng, n_random=4)
     inputs = beats.mac_beats(cfg, x, w)

@@ -1,0 +1,201 @@
+"""Amaranth-simulator unit tests of the layer engine.
+
+Every test runs a producer and a consumer testbench side by side with random stalls on both
+streams, and compares every output beat bit for bit with the golden model (``sim.golden``).
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module
+
+from qmac.hw.config import LayerConfig
+from qmac.hw.engine import LayerEngine
+from qmac.sim import beats, golden
+from harness import (GAP, STALL, engine_id, expect_idle, grid, measure_latency, run, stream_get,
+                     stream_put, stream_test)
+from vectors import engine_problem
+
+
+def check_engine_outputs(cfg, x, w, M, B, S, got):
+    expected = golden.layer(cfg, x, w, M, B, S)
+    assert len(got) == len(x) * cfg.folds
+    for k, out in enumerate(got):
+        vector, fold = divmod(k, cfg.folds)
+        assert out.last == (fold == cfg.folds - 1), f"vector {vector}, fold {fold}: last"
+        for r in range(cfg.rows):
+            c = fold * cfg.rows + r
+            assert (out.y[r], out.overflow[r]) == \
+                (int(expected.y[vector, c]), int(expected.overflow[vector, c])), \
+                f"vector {vector}, channel {c}: got y {out.y[r]} overflow {out.overflow[r]}, " \
+                f"expected {expected.y[vector, c]} {expected.overflow[vector, c]} " \
+                f"(acc {expected.acc[vector, c]})"
+    return expected
+
+
+def check_engine(cfg, *, seed=3, batch=5, kind="uniform", levels_per_stage=1):
+    x, w, M, B, S = engine_problem(cfg, seed, batch, kind)
+    dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=levels_per_stage)
+    got = stream_test(dut, beats.engine_beats(cfg, x), batch * cfg.folds, seed=seed,
+                      cycles=dut.cycles(batch))
+    return check_engine_outputs(cfg, x, w, M, B, S, got)
+
+
+def engine_cfg(**changes):
+    base = dict(m_bits=16, b_bits=32, s_max=20)
+    base.update(changes)
+    return LayerConfig(**base)
+
+
+ENGINE_CONFIGS = [
+    engine_cfg(in_features=3, out_features=2, rows=1, cols=1, a_bits=2, w_bits=2, acc_bits=4,
+               a_signed=True, out_bits=2, out_signed=True),
+    engine_cfg(in_features=6, out_features=4, rows=2, cols=3, a_bits=4, w_bits=4, acc_bits=8,
+               overflow="saturate"),
+    engine_cfg(in_features=4, out_features=6, rows=3, cols=2, a_bits=8, w_bits=8, acc_bits=32,
+               a_signed=True, shared_shift=True, out_bits=8, out_signed=True, relu=True),
+    engine_cfg(in_features=4, out_features=8, rows=4, cols=4, a_bits=4, w_bits=4, acc_bits=9,
+               a_signed=True, overflow="wrap"),
+    engine_cfg(in_features=12, out_features=2, rows=2, cols=2, a_bits=2, w_bits=4,
+               acc_bits=6, overflow="saturate", shared_shift=True),
+    engine_cfg(in_features=16, out_features=16, rows=8, cols=8, a_bits=8, w_bits=8,
+               acc_bits=18, overflow="wrap", out_bits=4),
+]
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
+def test_engine(cfg):
+    expected = check_engine(cfg)
+    # The parameters must put outputs strictly inside the clamp range too, not only on it.
+    assert np.any((expected.y > cfg.y_min) & (expected.y < cfg.y_max))
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS[1:4:2], ids=engine_id)
+def test_engine_extreme_operands(cfg):
+    check_engine(cfg, seed=4, batch=4, kind="extreme")
+
+
+def test_engine_tree_pipelining():
+    cfg = ENGINE_CONFIGS[-1]
+    check_engine(cfg, levels_per_stage=2)
+    x, w, M, B, S = engine_problem(cfg, 2, 1)
+    dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=2)
+    assert dut.latency == 1 + (2 + 2) + 3
+    assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
+def test_engine_cycles(cfg):
+    """At full rate (no gaps, no stalls) the last output beat comes in cycle cycles(batch) - 1."""
+    batch = 3
+    x, w, M, B, S = engine_problem(cfg, 5, batch)
+    dut = LayerEngine(cfg, w, M, B, S)
+    got, timing = [], {}
+
+    async def producer(ctx):
+        for beat in beats.engine_beats(cfg, x):
+            await stream_put(ctx, dut.i, beat)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        while len(got) < batch * cfg.folds:
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycle += 1
+            if valid:
+                got.append(payload)
+        timing["cycles"] = cycle
+
+    run(dut, producer, consumer, deadline=10 * dut.cycles(batch))
+    check_engine_outputs(cfg, x, w, M, B, S, got)
+    assert timing["cycles"] == dut.cycles(batch)
+    assert dut.cycles(batch) == batch * cfg.folds * cfg.beats + dut.latency
+
+
+RESET_CONFIG = engine_cfg(in_features=6, out_features=8, rows=2, cols=2, a_bits=4, w_bits=4,
+                          acc_bits=10, overflow="saturate")
+# (configuration, number of stale beats before the reset): in the first vector, in the second
+# (the reader still busy with the first), and with two whole vectors waiting.
+RESET_CASES = [(RESET_CONFIG, 1), (RESET_CONFIG, 4), (RESET_CONFIG, 5), (RESET_CONFIG, 6),
+               (ENGINE_CONFIGS[0], 4), (ENGINE_CONFIGS[4], 8)]
+
+
+@pytest.mark.parametrize("cfg, cut", RESET_CASES,
+                         ids=[f"{engine_id(cfg)}-cut{cut}" for cfg, cut in RESET_CASES])
+def test_engine_reset_mid_vector(cfg, cut):
+    """A synchronous reset in the middle of a vector, with results in flight, leaves nothing
+    behind: after it, the next ``beats`` beats form a fresh vector."""
+    x, w, M, B, S = engine_problem(cfg, 6, 6)
+    stale, fresh = x[:3], x[3:]
+    dut = LayerEngine(cfg, w, M, B, S)
+    top = Module()
+    top.domains.sync = sync = ClockDomain("sync")
+    top.submodules.engine = dut
+    got, phase = [], {"reset": False}
+    # Input at full rate and no output taken: stale beats and results fill the engine.
+    stale_beats = beats.engine_beats(cfg, stale)[:cut]
+
+    async def producer(ctx):
+        rng = random.Random(7)
+        for beat in stale_beats:
+            await stream_put(ctx, dut.i, beat)
+        ctx.set(sync.rst, 1)
+        await ctx.tick()
+        ctx.set(sync.rst, 0)
+        phase["reset"] = True
+        for beat in beats.engine_beats(cfg, fresh):
+            await stream_put(ctx, dut.i, beat, rng=rng, gap=GAP)
+
+    async def consumer(ctx):
+        rng = random.Random(8)
+        while not phase["reset"]:                # hold stale results in the pipeline
+            await ctx.tick()
+        for _ in range(len(fresh) * cfg.folds):
+            got.append(await stream_get(ctx, dut.o, rng=rng, stall=STALL))
+        await expect_idle(ctx, dut.o, 16)
+
+    run(top, producer, consumer, deadline=3 * dut.cycles(len(x)) + 40 * len(x) * cfg.beats + 1000)
+    check_engine_outputs(cfg, fresh, w, M, B, S, got)
+
+
+def test_engine_rejects_bad_parameters():
+    cfg = ENGINE_CONFIGS[1]
+    x, w, M, B, S = engine_problem(cfg, 1, 2)
+    bad_w = w.copy()
+    bad_w[1, 2] = cfg.w_max + 1
+    with pytest.raises(golden.RangeError, match=r"weights\[1, 2\] = 8"):
+        LayerEngine(cfg, bad_w, M, B, S)
+    bad_S = S.copy()
+    bad_S[3] = cfg.s_max + 1
+    with pytest.raises(golden.RangeError, match=r"S\[3\] = 21"):
+        LayerEngine(cfg, w, M, B, bad_S)
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
+def test_engine_latency(cfg):
+    x, w, M, B, S = engine_problem(cfg, 2, 1)
+    dut = LayerEngine(cfg, w, M, B, S)
+    assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
+
+
+def grid_engine_configs():
+    configs = []
+    for rows, cols, K, N in [(1, 1, 3, 2), (2, 3, 9, 4), (3, 2, 4, 9), (4, 4, 8, 8),
+                             (8, 8, 16, 16), (2, 2, 2, 8)]:
+        for a_bits, w_bits in [(2, 2), (4, 8), (8, 4), (8, 8)]:
+            for a_signed in (False, True):
+                for overflow, acc_extra in [("wrap", 0), ("saturate", 1), ("wrap", None)]:
+                    acc_bits = 32 if acc_extra is None else a_bits + w_bits + acc_extra
+                    for shared_shift in (False, True):
+                        configs.append(engine_cfg(
+                            in_features=K, out_features=N, rows=rows, cols=cols,
+                            a_bits=a_bits, w_bits=w_bits, a_signed=a_signed, acc_bits=acc_bits,
+                            overflow=overflow, shared_shift=shared_shift,
+                            out_bits=a_bits, out_signed=a_signed, relu=a_signed and w_bits == 4))
+    return configs
+
+
+@pytest.mark.parametrize("cfg", grid(grid_engine_configs(), engine_id, every=10))
+def test_engine_grid(cfg):
+    check_engine(cfg, seed=cfg.rows * 100 + cfg.acc_bits, batch=6)
