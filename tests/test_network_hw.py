@@ -10,21 +10,12 @@ from amaranth.sim import Simulator
 from qmac.hw.config import LayerConfig
 from qmac.hw.network import NetworkTop, Regroup, check_chain
 from qmac.sim import golden
-from streams import stream_get, stream_put
+from harness import run as simulate, stream_get, stream_put
+from qmac.sim import beats as sim_beats
 
 
-def simulate(dut, producer, consumer, deadline=200_000):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-
-    async def watchdog(ctx):
-        await ctx.delay(deadline * 1e-6)
-        raise TimeoutError(f"the testbenches did not finish in {deadline} cycles")
-
-    sim.add_testbench(watchdog, background=True)
-    sim.run()
+def pack(values, bits):
+    return sum(int(v) << (k * bits) for k, v in enumerate(values))
 
 
 @pytest.mark.parametrize("n_in, n_out", [(4, 8), (8, 4), (4, 4), (3, 2), (2, 3), (1, 5), (6, 4),
@@ -38,7 +29,8 @@ def test_regroup_keeps_every_element_in_order(n_in, n_out):
 
     async def producer(ctx):
         for start in range(0, count, n_in):
-            await stream_put(ctx, dut.i, elements[start:start + n_in], rng=rng, gap=0.3)
+            await stream_put(ctx, dut.i, pack(elements[start:start + n_in], bits), rng=rng,
+                             gap=0.3)
 
     async def consumer(ctx):
         for _ in range(count // n_out):
@@ -123,11 +115,8 @@ def test_network_top_equals_golden_model_under_stalls():
     got, taps = [], [[] for _ in range(len(layers) - 1)]
 
     async def producer(ctx):
-        for vector in x:
-            for beat in range(first.K // first.cols):
-                chunk = vector[beat * first.cols:(beat + 1) * first.cols]
-                await stream_put(ctx, dut.i, {"x": [int(v) for v in chunk]}, rng=stall,
-                                 gap=0.3)
+        for beat in sim_beats.engine_beats(first, x):
+            await stream_put(ctx, dut.i, beat, rng=stall, gap=0.3)
 
     async def consumer(ctx):
         for _ in range(len(x) * last.N // last.rows):
