@@ -15,13 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-__all__ = ["ConfigError", "LayerConfig", "MAX_WIDTH", "signed_width", "signed_range"]
+__all__ = ["ConfigError", "LayerConfig", "MAX_NAME_LENGTH", "MAX_WIDTH", "signed_width",
+           "signed_range"]
 
 
 #: The widest operand, accumulator or parameter the generator accepts.
 MAX_WIDTH = 64
 
 OVERFLOW_MODES = ("wrap", "saturate")
+
+#: The longest module ``name``: it also names files and folders (``<name>_requant.v``, the build
+#: folder), which must stay well under the usual 255-byte file-name limit.
+MAX_NAME_LENGTH = 64
 
 
 # Words a module cannot be named in Verilog-2005 or SystemVerilog (Verilator parses both).
@@ -165,6 +170,10 @@ class LayerConfig:
                 not self.name.isascii() or self.name.startswith("_"):
             raise ConfigError(f"name must be a Verilog identifier (letters, digits, '_', "
                               f"not starting with a digit or '_'), not {self.name!r}")
+        if len(self.name) > MAX_NAME_LENGTH:
+            raise ConfigError(f"name must be at most {MAX_NAME_LENGTH} characters (it names "
+                              f"files and folders), not {len(self.name)} characters "
+                              f"({self.name[:16]!r}...)")
         if self.name in _VERILOG_KEYWORDS:
             raise ConfigError(f"name must not be a Verilog keyword, not {self.name!r}")
         _check_int("in_features", self.in_features, 1, 1 << 20)

@@ -117,10 +117,10 @@ def build_parser():
     simulate.add_argument("--check", action="store_true",
                           help="compare with the golden model; exit 1 on any mismatch")
     simulate.add_argument("--stall", type=float, default=0.0, metavar="P",
-                          help="probability of an input gap and of ready low per cycle "
-                               "(default 0)")
+                          help="probability of an input gap and of ready low per cycle, "
+                               "0 to 0.95 (default 0)")
     simulate.add_argument("--seed", type=int, default=0, metavar="N",
-                          help="seed of the stall pattern (default 0)")
+                          help="seed of the stall pattern, 0 or more (default 0)")
     simulate.add_argument("--waves", metavar="FILE",
                           help="write a trace (.fst or .vcd)")
     simulate.add_argument("--build-dir", metavar="DIR",
@@ -168,9 +168,15 @@ def main(argv=None):
         print("qmac: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001
-        from .flow import UserError
+        from .files import UserError
         if isinstance(error, UserError):
             print(f"qmac {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError):
+            # Last resort: the checks before each command should have caught this.
+            where = f"{error.filename}: " if error.filename else ""
+            print(f"qmac {args.command}: error: {where}{error.strerror or error}",
+                  file=sys.stderr)
             return 2
         raise
 

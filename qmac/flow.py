@@ -1,4 +1,7 @@
-"""What the ``generate`` and ``simulate`` commands do: load files, check them, build, report."""
+"""What the commands do: check the files and flags, build, simulate, report.
+
+The file formats and their checks live in :mod:`qmac.files`; this module holds the commands.
+"""
 
 from __future__ import annotations
 
@@ -8,103 +11,37 @@ import json
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from amaranth.lib import wiring
 
-from qmac.hw.config import ConfigError, LayerConfig
-from qmac.sim import golden
-from .accumulator import AccumulatorOverflowError, check_accumulator
-
-
-__all__ = ["UserError", "load_weights", "load_requant", "load_inputs", "manifest",
-           "generate", "simulate"]
-
-
-class UserError(Exception):
-    """A problem with what the user gave us: a file, a value, a flag."""
-
-
-_USER_ERRORS = (ConfigError, golden.RangeError, AccumulatorOverflowError)
-
-
-def _load_npy(path, what):
-    path = Path(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{what} file {str(path)!r} does not exist") from None
-    except (ValueError, OSError) as error:
-        raise UserError(f"{what} file {str(path)!r} is not a valid .npy file: {error}") from None
-    if not isinstance(array, np.ndarray):
-        raise UserError(f"{what} file {str(path)!r} must hold one array, not an archive")
-    if array.dtype.kind not in "iu":
-        raise UserError(f"{what} file {str(path)!r} must hold integers, not {array.dtype}")
-    return array
+from qmac.hw import layouts
+from qmac.hw.engine import LayerEngine
+from qmac.hw.mac_array import MacArray
+from qmac.hw.requant import Requantizer
+from qmac.hw.verilog import convert, yosys_version
+from qmac.sim import beats, golden
+from qmac.sim.runner import BuildChangedError, WavesError, build, run_stream
+from qmac.sim.tools import verilator_version
+from .accumulator import AccumulatorOverflowError, analyze as analyze_weights, check_accumulator
+from .files import (UserError, check_output_file, check_output_folder, load_config,
+                    load_float_layer, load_inputs, load_requant, load_weights,
+                    prepare_build_dir, write_npy, write_npz)
+from .fold import fold_layer
+from .solver import InfeasibleError, solve_layer
 
 
-def _load_npz(path, what):
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{what} file {str(path)!r} does not exist") from None
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise UserError(f"{what} file {str(path)!r} is not a valid .npz file: {error}") from None
-    if not hasattr(archive, "files"):
-        raise UserError(f"{what} file {str(path)!r} must be an .npz archive, not one array")
-    return archive
+__all__ = ["UserError", "MAX_STALL", "manifest", "generate", "simulate", "analyze", "fold"]
 
 
-def load_weights(cfg, path):
-    """Load and check integer weights ``(out_features, in_features)``."""
-    try:
-        return golden.check_weights(cfg, _load_npy(path, "weights"))
-    except golden.RangeError as error:
-        raise UserError(f"{path}: {error}") from None
-
-
-def load_inputs(cfg, path):
-    """Load and check integer inputs ``(batch, in_features)``."""
-    try:
-        return golden.check_inputs(cfg, _load_npy(path, "inputs"))
-    except golden.RangeError as error:
-        raise UserError(f"{path}: {error}") from None
-
-
-def load_requant(cfg, path):
-    """Load and check requantization parameters ``M``, ``B``, ``S`` from an ``.npz`` file."""
-    path = Path(path)
-    archive = _load_npz(path, "requant")
-    missing = [key for key in ("M", "B", "S") if key not in archive.files]
-    if missing:
-        raise UserError(f"requant file {str(path)!r} lacks array {missing[0]!r} "
-                        f"(it holds {', '.join(archive.files) or 'nothing'})")
-    extra = sorted(set(archive.files) - {"M", "B", "S"})
-    if extra:
-        raise UserError(f"requant file {str(path)!r} holds an unknown array {extra[0]!r}")
-    arrays = []
-    for key in ("M", "B", "S"):
-        array = archive[key]
-        if array.dtype.kind not in "iu":
-            raise UserError(f"{path}: {key} must hold integers, not {array.dtype}")
-        arrays.append(array)
-    try:
-        return golden.check_requant(cfg, *arrays)
-    except golden.RangeError as error:
-        raise UserError(f"{path}: {error}") from None
-
-
-def _load_config(path):
-    try:
-        return LayerConfig.from_toml(path)
-    except ConfigError as error:
-        raise UserError(str(error)) from None
+#: The largest ``--stall``: each side then moves a beat in one cycle of 20 on average, and a run
+#: takes about 1 / (1 - 0.95) = 20 times the cycles of a run without stalls. Closer to 1 the run
+#: time grows without bound (0.9999999 would take ten million times as long).
+MAX_STALL = 0.95
 
 
 def _versions():
-    from qmac.hw.verilog import yosys_version
-    from qmac.sim.tools import verilator_version
     versions = {}
     for package in ("qmac", "amaranth", "numpy", "cocotb"):
         try:
@@ -118,7 +55,6 @@ def _versions():
 
 def _ports(component):
     """Port list of a component as ``[{name, direction, width}]`` (with clk and rst)."""
-    from amaranth.lib import wiring
     ports = [{"name": "clk", "direction": "input", "width": 1},
              {"name": "rst", "direction": "input", "width": 1}]
     for path, member, value in component.signature.flatten(component):
@@ -130,14 +66,12 @@ def _ports(component):
 
 
 def _stream_fields(layout):
-    from qmac.hw.layouts import flat_fields
     return [{"field": ".".join(map(str, path)), "offset": offset, "width": width,
-             "signed": is_signed} for path, offset, width, is_signed in flat_fields(layout)]
+             "signed": is_signed} for path, offset, width, is_signed in layouts.flat_fields(layout)]
 
 
 def manifest(cfg, component, *, kind, verilog_file, extra=None):
     """The manifest of one generated module: ports, payload layouts, latency, tool versions."""
-    from qmac.hw import layouts
     payloads = {
         "mac": (layouts.mac_input_layout(cfg), layouts.mac_output_layout(cfg)),
         "requant": (layouts.requant_input_layout(cfg), layouts.requant_output_layout(cfg)),
@@ -162,29 +96,36 @@ def _sha256(array):
                           ).hexdigest()
 
 
-def _engine(cfg, weights, M, B, S):
-    from qmac.hw.engine import LayerEngine
-    return LayerEngine(cfg, weights, M, B, S)
+def _inputs(args, *flags):
+    """``{flag: path}`` of the input files among ``flags`` that were given."""
+    given = {"CONFIG": args.config}
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            given[flag] = value
+    return given
 
 
 def generate(args):
     """``qmac generate``: write Verilog and ``manifest.json``."""
-    from qmac.hw.verilog import convert
-    cfg = _load_config(args.config)
-    out = Path(args.output)
+    cfg = load_config(args.config)
     if (args.weights is None) != (args.requant is None):
         raise UserError("give both --weights and --requant (a layer engine), or neither "
                         "(the bare MAC array and requantization unit)")
+    engine = args.weights is not None
+    files = [f"{cfg.name}.v"] if engine else [f"{cfg.name}_mac.v", f"{cfg.name}_requant.v"]
+    out = check_output_folder(args.output, "-o", files=files + ["manifest.json"],
+                              inputs=_inputs(args, "--weights", "--requant"))
     modules = []
     started = time.perf_counter()
-    if args.weights is not None:
+    if engine:
         weights = load_weights(cfg, args.weights)
         M, B, S = load_requant(cfg, args.requant)
         try:
             report = check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
         except AccumulatorOverflowError as error:
             raise UserError(f"{error}; use --allow-overflow to accept this") from None
-        engine = _engine(cfg, weights, M, B, S)
+        engine = LayerEngine(cfg, weights, M, B, S)
         out.mkdir(parents=True, exist_ok=True)
         verilog_file = f"{cfg.name}.v"
         print(f"generating layer engine {cfg.name}: K={cfg.K} N={cfg.N} array "
@@ -205,8 +146,6 @@ def generate(args):
                             "channel_hi": [int(v) for v in report.hi]},
         }))
     else:
-        from qmac.hw.mac_array import MacArray
-        from qmac.hw.requant import Requantizer
         out.mkdir(parents=True, exist_ok=True)
         for kind, component, suffix in (("mac", MacArray(cfg), "mac"),
                                         ("requant", Requantizer(cfg), "requant")):
@@ -231,27 +170,67 @@ def _build_dir(cfg, args, verilog_key):
     return Path(tempfile.gettempdir()) / "qmac-build" / f"{cfg.name}-{digest}"
 
 
+def _duration(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class _ProgressLine:
+    """On a terminal, one line rewritten in place: vectors done, cycles per second, time left.
+    Elsewhere (a file, a pipe, a CI log) nothing: the summary line at the end says it all."""
+
+    def __init__(self, stream, n_vectors, folds):
+        self.stream, self.n_vectors, self.folds = stream, n_vectors, folds
+        self.shown = False
+
+    def __call__(self, outputs, cycles, seconds):
+        vectors = outputs // self.folds
+        rate = cycles / seconds if seconds else 0.0
+        done = vectors / self.n_vectors if self.n_vectors else 1.0
+        left = _duration(seconds * (1 - done) / done) if done else "?"
+        self.stream.write(f"\r  {vectors}/{self.n_vectors} vectors, {rate:,.0f} cycles/s, "
+                          f"{left} left   ")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self):
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _check_simulate_flags(args):
+    if not 0.0 <= args.stall <= MAX_STALL:
+        raise UserError(f"--stall must be between 0 and {MAX_STALL}, not {args.stall} (each "
+                        f"side moves a beat in only 1-P of the cycles: a run takes about "
+                        f"1/(1-P) times as long, {1 / (1 - MAX_STALL):.0f} times at "
+                        f"{MAX_STALL}, and without bound as P nears 1)")
+    if args.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, not {args.seed}")
+
+
 def simulate(args):
     """``qmac simulate``: run a batch through the layer engine under Verilator + cocotb."""
-    from qmac.sim import beats
-    from qmac.sim.runner import WavesError, build, run_stream
-    cfg = _load_config(args.config)
+    _check_simulate_flags(args)
+    cfg = load_config(args.config)
+    inputs = _inputs(args, "--weights", "--requant", "--inputs")
+    output = check_output_file(args.output, "-o", suffixes=(".npy",), inputs=inputs)
+    if args.waves is not None:
+        waves_path = check_output_file(args.waves, "--waves", suffixes=(".fst", ".vcd"),
+                                       inputs={**inputs, "-o": output})
     weights = load_weights(cfg, args.weights)
     M, B, S = load_requant(cfg, args.requant)
     x = load_inputs(cfg, args.inputs)
-    if not 0.0 <= args.stall < 1.0:
-        raise UserError(f"--stall must be a probability in [0, 1), not {args.stall}")
-    if args.waves and not args.waves.endswith((".fst", ".vcd")):
-        raise UserError(f"--waves must name a .fst or .vcd file, not {args.waves!r}")
     try:
         check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
     except AccumulatorOverflowError as error:
         raise UserError(f"{error}; use --allow-overflow to accept this") from None
-    waves = None if args.waves is None else args.waves.rsplit(".", 1)[1]
-    engine = _engine(cfg, weights, M, B, S)
+    waves = None if args.waves is None else waves_path.suffix[1:]
     key = json.dumps([cfg.to_dict(), _sha256(weights), [int(v) for v in M],
                       [int(v) for v in B], [int(v) for v in S], waves])
-    build_dir = _build_dir(cfg, args, key)
+    build_dir = prepare_build_dir(_build_dir(cfg, args, key), cache=not args.build_dir)
+    engine = LayerEngine(cfg, weights, M, B, S)
     print(f"building {cfg.name} under Verilator in {build_dir} ...", file=sys.stderr)
     try:
         built = build(engine, name=cfg.name, build_dir=build_dir, waves=waves)
@@ -261,14 +240,20 @@ def simulate(args):
         print(f"built in {built.build_seconds:.1f} s", file=sys.stderr)
     else:
         print("reused the cached build", file=sys.stderr)
-    inputs = beats.engine_beats(cfg, x)
+    in_beats = beats.engine_beats(cfg, x)
     n_outputs = len(x) * cfg.folds
-    print(f"simulating {len(x)} vectors ({len(inputs)} input beats, {n_outputs} output beats, "
+    print(f"simulating {len(x)} vectors ({len(in_beats)} input beats, {n_outputs} output beats, "
           f"stall {args.stall}) ...", file=sys.stderr)
-    from qmac.hw.layouts import engine_input_layout
-    run = run_stream(built, inputs, n_outputs=n_outputs, stall=args.stall, seed=args.seed,
-                     in_width=engine_input_layout(cfg).size,
-                     waves_file=args.waves)
+    progress = _ProgressLine(sys.stderr, len(x), cfg.folds) if sys.stderr.isatty() else None
+    try:
+        run = run_stream(built, in_beats, n_outputs=n_outputs, stall=args.stall, seed=args.seed,
+                         in_width=layouts.engine_input_layout(cfg).size,
+                         waves_file=args.waves, label="simulate", progress=progress)
+    except BuildChangedError as error:
+        raise UserError(f"--build-dir: {error}") from None
+    finally:
+        if progress is not None:
+            progress.close()
     if run.timed_out:
         raise UserError(f"the simulation timed out after {run.cycles} cycles with "
                         f"{len(run.outputs)} of {n_outputs} output beats")
@@ -276,10 +261,16 @@ def simulate(args):
         raise UserError(f"the engine sent {len(run.extra)} output beat(s) more than "
                         f"{n_outputs}")
     y, flags, last = beats.engine_outputs(cfg, run.outputs)
-    np.save(args.output, y)
+    write_npy(output, y)
     rate = run.cycles / run.seconds if run.seconds else 0.0
-    print(f"wrote {args.output}: {len(x)} vectors in {run.cycles} cycles, {run.seconds:.2f} s "
+    print(f"wrote {output}: {len(x)} vectors in {run.cycles} cycles, {run.seconds:.2f} s "
           f"({rate:,.0f} cycles/s)", file=sys.stderr)
+    if args.waves is not None:
+        if waves_path.is_file():
+            print(f"wrote {waves_path}", file=sys.stderr)
+        else:
+            print(f"warning: the simulator did not write the trace {waves_path}",
+                  file=sys.stderr)
     if flags.any():
         print(f"note: accumulator overflow flag set in {int(flags.sum())} of {flags.size} "
               f"outputs", file=sys.stderr)
@@ -310,8 +301,7 @@ def simulate(args):
 
 def analyze(args):
     """``qmac analyze``: the accumulator range of every channel and the widths it needs."""
-    from .accumulator import analyze as analyze_weights
-    cfg = _load_config(args.config)
+    cfg = load_config(args.config)
     weights = load_weights(cfg, args.weights)
     report = analyze_weights(cfg, weights)
     print(f"layer {cfg.name}: K={cfg.K}, N={cfg.N}, inputs [{cfg.x_min}, {cfg.x_max}], "
@@ -334,44 +324,20 @@ def analyze(args):
     return 0
 
 
-_FLOAT_LAYER_KEYS = ("W", "gamma", "beta", "mu", "var")
-_FLOAT_LAYER_OPTIONAL = ("bias", "eps", "s_x", "s_y")
-
-
-def load_float_layer(path):
-    """Load a float layer with batch norm from an ``.npz``: ``W`` (N×K), ``gamma``, ``beta``,
-    ``mu`` (the running mean), ``var`` (N each), optional ``bias`` (N), ``eps``, ``s_x``, ``s_y``
-    (scalars)."""
-    path = Path(path)
-    archive = _load_npz(path, "float layer")
-    missing = [key for key in _FLOAT_LAYER_KEYS if key not in archive.files]
-    if missing:
-        raise UserError(f"float layer file {str(path)!r} lacks array {missing[0]!r} (needs "
-                        f"{', '.join(_FLOAT_LAYER_KEYS)}; optional "
-                        f"{', '.join(_FLOAT_LAYER_OPTIONAL)})")
-    extra = sorted(set(archive.files) - set(_FLOAT_LAYER_KEYS) - set(_FLOAT_LAYER_OPTIONAL))
-    if extra:
-        raise UserError(f"float layer file {str(path)!r} holds an unknown array {extra[0]!r}")
-    layer = {key: archive[key] for key in archive.files}
-    for key, value in layer.items():
-        if value.dtype.kind not in "fiu":
-            raise UserError(f"{path}: {key} must hold numbers, not {value.dtype}")
-    for key in ("eps", "s_x", "s_y"):
-        if key in layer:
-            if layer[key].size != 1:
-                raise UserError(f"{path}: {key} must be a scalar, not shape "
-                                f"{tuple(layer[key].shape)}")
-            layer[key] = float(layer[key].reshape(()))
-    return layer
+def _channel_list(channels, limit=16):
+    text = ", ".join(str(c) for c in channels[:limit])
+    return text + (f", ... ({len(channels) - limit} more)" if len(channels) > limit else "")
 
 
 def fold(args):
     """``qmac fold``: a float layer with batch norm -> integer weights and exact M, B, S."""
-    from .accumulator import analyze as analyze_weights
-    from .fold import fold_layer
-    from .solver import InfeasibleError, solve_layer
-    cfg = _load_config(args.config)
-    layer = load_float_layer(args.layer)
+    cfg = load_config(args.config)
+    inputs = _inputs(args, "--layer")
+    weights_out = check_output_file(args.weights_out, "--weights-out", suffixes=(".npy",),
+                                    inputs=inputs)
+    requant_out = check_output_file(args.requant_out, "--requant-out", suffixes=(".npz",),
+                                    inputs={**inputs, "--weights-out": weights_out})
+    layer = load_float_layer(cfg, args.layer)
     W = layer["W"]
     if W.shape != (cfg.out_features, cfg.in_features):
         raise UserError(f"{args.layer}: W must have shape ({cfg.out_features}, "
@@ -389,16 +355,13 @@ def fold(args):
     except ValueError as error:
         raise UserError(f"{args.layer}: {error}") from None
     try:
-        report = analyze_weights(cfg, folded.q)
+        report = check_accumulator(cfg, folded.q, allow_overflow=args.allow_overflow,
+                                   source="the quantized weights")
     except golden.RangeError as error:
         raise UserError(f"quantized weights: {error}") from None
-    if not report.safe and not args.allow_overflow:
-        bad = report.unsafe_channels()
-        raise UserError(
-            f"acc_bits = {cfg.acc_bits} can overflow: channel {bad[0]} of the quantized weights "
-            f"reaches [{report.lo[bad[0]]}, {report.hi[bad[0]]}] ({len(bad)} channel(s) "
-            f"unsafe; the layer needs acc_bits >= {report.min_acc_bits}); raise acc_bits in "
-            f"{args.config}, or use --allow-overflow")
+    except AccumulatorOverflowError as error:
+        raise UserError(f"{error}; raise acc_bits in {args.config}, or use --allow-overflow"
+                        ) from None
     try:
         requant = solve_layer(cfg, folded.k, folded.b, report.lo, report.hi,
                               rounding=args.rounding)
@@ -406,11 +369,11 @@ def fold(args):
         raise UserError(f"{error}\n(raise m_bits, b_bits or s_max in {args.config})") from None
     except ValueError as error:
         raise UserError(str(error)) from None
-    np.save(args.weights_out, folded.q)
-    np.savez(args.requant_out, M=np.asarray(requant.M, dtype=np.int64),
-             B=np.asarray(requant.B, dtype=np.int64), S=np.asarray(requant.S, dtype=np.int64))
-    print(f"wrote {args.weights_out} ({cfg.w_bits}-bit weights, per-channel scales) and "
-          f"{args.requant_out}")
+    write_npy(weights_out, folded.q)
+    write_npz(requant_out, M=np.asarray(requant.M, dtype=np.int64),
+              B=np.asarray(requant.B, dtype=np.int64), S=np.asarray(requant.S, dtype=np.int64))
+    print(f"wrote {weights_out} ({cfg.w_bits}-bit weights, per-channel scales) and "
+          f"{requant_out}")
     caveat = "" if report.safe else " (before any accumulator overflow: --allow-overflow)"
     print(f"requantization exact for every reachable accumulator value{caveat} "
           f"({args.rounding}): "
@@ -419,4 +382,13 @@ def fold(args):
     print(f"accumulator: exact minimum {report.min_acc_bits} bits, L1 bound {report.l1_bits}, "
           f"data-type bound {report.datatype_bits}; configured {cfg.acc_bits}"
           + ("" if report.safe else "  -- UNSAFE: raise acc_bits"))
+    constant = [c.index for c in requant.channels if c.runs == 1]
+    if constant:
+        everything = " (every channel: the layer's output never changes)" \
+            if len(constant) == cfg.N else ""
+        print(f"warning: {len(constant)} of {cfg.N} channel(s) give one constant output over "
+              f"the whole reachable accumulator range{everything}: channel(s) "
+              f"{_channel_list(constant)}; an all-zero gamma or W row, or a scale k = "
+              f"gamma*s_x*s_w/(sigma*s_y) too small to reach the next output level, does this",
+              file=sys.stderr)
     return 0

@@ -12,7 +12,9 @@ probabilities and the seed. The testbench
 - records every output beat, and after the last expected beat keeps ``ready`` high for
   ``drain_cycles`` more cycles to catch any extra (duplicated) beat,
 - writes what it saw to ``QMAC_TB_RESULT`` and, when expected beats are given, fails on the first
-  difference.
+  difference,
+- when the plan names a ``progress_file``, replaces it about every ``progress_seconds`` with the
+  output beats received and the cycles run so far.
 
 Signals are sampled at ``RisingEdge(clk)``, i.e. the values just before the edge, and driven right
 after it; Verilator applies the writes after the flip-flops have sampled (inertial writes).
@@ -21,6 +23,7 @@ after it; Verilator applies the writes after the flip-flops have sampled (inerti
 import json
 import os
 import random
+import time
 
 import cocotb
 from cocotb.clock import Clock
@@ -31,9 +34,29 @@ def _unsigned(handle):
     return handle.value.to_unsigned()
 
 
+class _ProgressFile:
+    """Replace the plan's progress file at most every ``progress_seconds``."""
+
+    def __init__(self, plan):
+        self.path = plan.get("progress_file")
+        self.seconds = plan.get("progress_seconds", 0.5)
+        self.last = time.monotonic()
+
+    def update(self, outputs, cycles):
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return
+        self.last = now
+        temporary = self.path + ".tmp"
+        with open(temporary, "w") as file:
+            json.dump({"outputs": outputs, "cycles": cycles}, file)
+        os.replace(temporary, self.path)
+
+
 async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
     """Send ``beats`` and collect ``n_outputs`` beats (or stop after ``max_cycles``)."""
     edge = RisingEdge(dut.clk)
+    progress = _ProgressFile(plan) if plan.get("progress_file") else None
     stall_in, stall_out = plan["stall_in"], plan["stall_out"]
     in_width = plan["in_width"]
     outputs = []
@@ -48,6 +71,8 @@ async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
     while (sent < len(beats) or len(outputs) < n_outputs) and cycles < max_cycles:
         await edge
         cycles += 1
+        if progress is not None and not cycles & 255:
+            progress.update(len(outputs), cycles)
         if valid and dut.i__ready.value:
             sent += 1
             valid = False

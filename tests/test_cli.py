@@ -84,13 +84,19 @@ def test_generate_bare_blocks(tmp_path):
         assert lint(out / name) == ""
 
 
-def test_simulate_checks_against_golden(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    """One Verilator build folder for every simulation of the small layer in this module."""
+    return tmp_path_factory.mktemp("small") / "build"
+
+
+def test_simulate_checks_against_golden(tmp_path, capsys, small_build):
     cfg, paths = small_layer(tmp_path)
     y_path = tmp_path / "y.npy"
     assert cli.main(["simulate", str(paths["config"]), *args(paths, "weights", "requant",
                                                               "inputs"),
                      "-o", str(y_path), "--check", "--stall", "0.3", "--seed", "4",
-                     "--build-dir", str(tmp_path / "build")]) == 0
+                     "--build-dir", str(small_build)]) == 0
     assert "check passed" in capsys.readouterr().err
     x = np.load(paths["inputs"])
     r = np.load(paths["requant"])
@@ -98,7 +104,7 @@ def test_simulate_checks_against_golden(tmp_path, capsys):
     assert np.array_equal(np.load(y_path), want)
 
 
-def test_simulate_reports_first_mismatch(tmp_path, capsys, monkeypatch):
+def test_simulate_reports_first_mismatch(tmp_path, capsys, monkeypatch, small_build):
     """--check fails, naming vector, channel, expected and got, when the hardware disagrees
     with the reference (here the reference is altered at vector 3, channel 2)."""
     cfg, paths = small_layer(tmp_path)
@@ -113,7 +119,7 @@ def test_simulate_reports_first_mismatch(tmp_path, capsys, monkeypatch):
     code = cli.main(["simulate", str(paths["config"]), *args(paths, "weights", "requant",
                                                               "inputs"),
                      "-o", str(tmp_path / "y.npy"), "--check",
-                     "--build-dir", str(tmp_path / "build")])
+                     "--build-dir", str(small_build)])
     assert code == 1
     err = capsys.readouterr().err
     assert "first at vector 3, channel 2" in err
@@ -134,7 +140,7 @@ def test_example_layer_runs(tmp_path, capsys):
     ("weights_range", r"weights\[1, 2\] = 8 does not fit \[-8, 7\]"),
     ("weights_shape", r"weights must have shape \(4, 8\), not \(4, 7\)"),
     ("weights_float", "weights file .* must hold integers, not float64"),
-    ("weights_garbage", "is not a valid .npy file"),
+    ("weights_garbage", r"--weights file '.*w.npy' is not an .npy file \(it does not start with"),
     ("requant_missing", "lacks array 'S'"),
     ("requant_extra", "unknown array 'T'"),
     ("requant_m", r"M\[1\] = 128 does not fit \[-128, 127\]"),
@@ -142,7 +148,7 @@ def test_example_layer_runs(tmp_path, capsys):
     ("inputs_range", r"inputs\[0, 0\] = 16 does not fit \[0, 15\]"),
     ("overflow", r"acc_bits = 9 can overflow: channel 0 reaches \[0, 840\]"),
     ("config_key", "unknown key 'colls'"),
-    ("stall", r"--stall must be a probability in \[0, 1\), not 1.5"),
+    ("stall", r"--stall must be between 0 and 0.95, not 1.5"),
 ])
 def test_bad_input_is_named(tmp_path, capsys, change, message):
     cfg, paths = small_layer(tmp_path)

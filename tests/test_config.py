@@ -51,10 +51,19 @@ def test_minimal_toml_uses_defaults(tmp_path):
      "name must not be a Verilog keyword, not 'module'"),
     ("[layer]\nin_features = 8\nout_features = 4\nname = \"logic\"\n",
      "name must not be a Verilog keyword, not 'logic'"),
+    pytest.param("[layer]\nin_features = 8\nout_features = 4\nname = \"" + "n" * 2000 + "\"\n",
+                 "name must be at most 64 characters \\(it names files and folders\\), not "
+                 "2000 characters \\('nnnnnnnnnnnnnnnn'...\\)", id="name-2000-characters"),
 ])
 def test_bad_toml_names_key_and_value(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         LayerConfig.from_toml(write(tmp_path, text))
+
+
+def test_name_length_bound_is_inclusive():
+    assert LayerConfig(name="n" * 64).name == "n" * 64
+    with pytest.raises(ConfigError, match="not 65 characters"):
+        LayerConfig(name="n" * 65)
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
