@@ -85,12 +85,16 @@ def build_parser():
     analyze.set_defaults(run=_analyze)
 
     generate = commands.add_parser(
-        "generate", help="write the Verilog of a layer engine (or of the bare blocks)",
+        "generate", help="write the Verilog of a layer engine, of the bare blocks, or of a "
+                         "network",
         description="Write DIR/<name>.v (the layer engine with its weights and requantization "
                     "parameters baked in) and DIR/manifest.json. Without --weights/--requant, "
                     "write the bare MAC array (DIR/<name>_mac.v) and requantization unit "
-                    "(DIR/<name>_requant.v).")
-    generate.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+                    "(DIR/<name>_requant.v). Given a network.json of qmac quantize instead of a "
+                    "layer configuration, write the whole network (layer engines chained by "
+                    "streams) as one module.")
+    generate.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
+                          help="layer configuration, or a network written by qmac quantize")
     generate.add_argument("--weights", metavar="W.npy",
                           help="integer weights, shape (out_features, in_features)")
     generate.add_argument("--requant", metavar="R.npz",
@@ -102,14 +106,20 @@ def build_parser():
     generate.set_defaults(run=_generate)
 
     simulate = commands.add_parser(
-        "simulate", help="run a batch through the generated layer engine under Verilator",
+        "simulate", help="run a batch through the generated layer engine (or network) under "
+                         "Verilator",
         description="Run input vectors through the layer engine's Verilog under Verilator "
-                    "(cocotb testbench) and write the outputs.")
-    simulate.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
-    simulate.add_argument("--weights", metavar="W.npy", required=True,
-                          help="integer weights, shape (out_features, in_features)")
-    simulate.add_argument("--requant", metavar="R.npz", required=True,
-                          help="requantization parameters: integer arrays M, B, S")
+                    "(cocotb testbench) and write the outputs. Given a network.json of qmac "
+                    "quantize, run them through the whole network; --check then compares every "
+                    "layer's output with the golden model.")
+    simulate.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
+                          help="layer configuration, or a network written by qmac quantize")
+    simulate.add_argument("--weights", metavar="W.npy",
+                          help="integer weights, shape (out_features, in_features); required "
+                               "with a layer configuration")
+    simulate.add_argument("--requant", metavar="R.npz",
+                          help="requantization parameters: integer arrays M, B, S; required "
+                               "with a layer configuration")
     simulate.add_argument("--inputs", metavar="X.npy", required=True,
                           help="integer input vectors, shape (batch, in_features)")
     simulate.add_argument("-o", "--output", metavar="Y.npy", required=True,
