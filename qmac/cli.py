@@ -31,6 +31,11 @@ def _simulate(args):
     return simulate(args)
 
 
+def _quantize(args):
+    from .netflow import quantize
+    return quantize(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="qmac",
@@ -80,12 +85,16 @@ def build_parser():
     analyze.set_defaults(run=_analyze)
 
     generate = commands.add_parser(
-        "generate", help="write the Verilog of a layer engine (or of the bare blocks)",
+        "generate", help="write the Verilog of a layer engine, of the bare blocks, or of a "
+                         "network",
         description="Write DIR/<name>.v (the layer engine with its weights and requantization "
                     "parameters baked in) and DIR/manifest.json. Without --weights/--requant, "
                     "write the bare MAC array (DIR/<name>_mac.v) and requantization unit "
-                    "(DIR/<name>_requant.v).")
-    generate.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+                    "(DIR/<name>_requant.v). Given a network.json of qmac quantize instead of a "
+                    "layer configuration, write the whole network (layer engines chained by "
+                    "streams) as one module.")
+    generate.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
+                          help="layer configuration, or a network written by qmac quantize")
     generate.add_argument("--weights", metavar="W.npy",
                           help="integer weights, shape (out_features, in_features)")
     generate.add_argument("--requant", metavar="R.npz",
@@ -97,14 +106,20 @@ def build_parser():
     generate.set_defaults(run=_generate)
 
     simulate = commands.add_parser(
-        "simulate", help="run a batch through the generated layer engine under Verilator",
+        "simulate", help="run a batch through the generated layer engine (or network) under "
+                         "Verilator",
         description="Run input vectors through the layer engine's Verilog under Verilator "
-                    "(cocotb testbench) and write the outputs.")
-    simulate.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
-    simulate.add_argument("--weights", metavar="W.npy", required=True,
-                          help="integer weights, shape (out_features, in_features)")
-    simulate.add_argument("--requant", metavar="R.npz", required=True,
-                          help="requantization parameters: integer arrays M, B, S")
+                    "(cocotb testbench) and write the outputs. Given a network.json of qmac "
+                    "quantize, run them through the whole network; --check then compares every "
+                    "layer's output with the golden model.")
+    simulate.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
+                          help="layer configuration, or a network written by qmac quantize")
+    simulate.add_argument("--weights", metavar="W.npy",
+                          help="integer weights, shape (out_features, in_features); required "
+                               "with a layer configuration")
+    simulate.add_argument("--requant", metavar="R.npz",
+                          help="requantization parameters: integer arrays M, B, S; required "
+                               "with a layer configuration")
     simulate.add_argument("--inputs", metavar="X.npy", required=True,
                           help="integer input vectors, shape (batch, in_features)")
     simulate.add_argument("-o", "--output", metavar="Y.npy", required=True,
@@ -123,6 +138,34 @@ def build_parser():
     simulate.add_argument("--allow-overflow", action="store_true",
                           help="accept weights that can overflow the accumulator")
     simulate.set_defaults(run=_simulate)
+
+    quantize = commands.add_parser(
+        "quantize", help="quantize a float network for an accumulator width, exactly",
+        description="Quantize a float network (JSON + npz, see qmac.network) for accumulator "
+                    "width --acc-bits: per-channel weights, activation scales calibrated on the "
+                    "training data, and exact requantization M, B, S for every layer. Writes "
+                    "one config, weights and requant file per layer and DIR/network.json with "
+                    "every scale; prints each layer's reachable range and widths, and the float "
+                    "and integer accuracy on the test split.")
+    quantize.add_argument("model", metavar="MODEL.json", help="float network description")
+    quantize.add_argument("--acc-bits", type=int, required=True, metavar="P",
+                          help="accumulator width of every layer")
+    quantize.add_argument("--a-bits", type=int, metavar="N",
+                          help="activation width of the hidden layers (unsigned)")
+    quantize.add_argument("--w-bits", type=int, metavar="M", help="weight width (signed)")
+    quantize.add_argument("--auto", action="store_true",
+                          help="pick the widest --a-bits/--w-bits (up to 8) that fit --acc-bits")
+    quantize.add_argument("--strategy", choices=("databound", "exact", "l1"), default="exact",
+                          help="what must fit the accumulator: the data-type bound, the exact "
+                               "reachable range (default), or the L1 bound (A2Q-style scaling)")
+    quantize.add_argument("--rounding", choices=("half_up", "half_even", "half_away"),
+                          default="half_up", help="rounding of the float reference")
+    quantize.add_argument("--data", default="digits", metavar="digits|DATA.npz",
+                          help="calibration and test data: the bundled digits (default) or an "
+                               ".npz with integer train_x, test_x, test_y")
+    quantize.add_argument("-o", "--output", metavar="DIR", required=True,
+                          help="output folder (created if absent)")
+    quantize.set_defaults(run=_quantize)
     return parser
 
 

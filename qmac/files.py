@@ -34,7 +34,7 @@ from qmac.hw.config import ConfigError, LayerConfig
 from qmac.sim import golden
 
 
-__all__ = ["UserError", "BUILD_MARK", "MAX_CONFIG_BYTES", "MAX_INPUTS_BYTES", "load_config",
+__all__ = ["UserError", "read_text_file", "BUILD_MARK", "MAX_CONFIG_BYTES", "MAX_INPUTS_BYTES", "load_config",
            "load_weights", "load_inputs", "load_requant", "load_float_layer",
            "check_output_file", "check_output_folder", "prepare_build_dir", "write_npy",
            "write_npz"]
@@ -215,23 +215,30 @@ class _Counted:
         return self._position
 
 
+def read_text_file(path, label, *, kind="TOML", what="TOML configuration",
+                   max_bytes=MAX_CONFIG_BYTES):
+    """Read a small UTF-8 text file (a configuration or a network description), refusing special
+    files, oversized files, ``.npy``/``.npz`` files and binary data with one-line errors."""
+    _regular_file(path, label, max_bytes=max_bytes, kind=kind)
+    with _open(path, label) as file:
+        data = file.read(max_bytes + 1)
+    if data.startswith(_NPY_MAGIC):
+        raise UserError(f"{label} is an .npy file, not a {what}")
+    if data.startswith(_ZIP_MAGIC):
+        raise UserError(f"{label} is a zip archive (an .npz?), not a {what}")
+    if b"\0" in data:
+        raise UserError(f"{label} is binary (it holds NUL bytes), not a {kind} text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{label} is not UTF-8 text (byte {data[error.start]:#04x} at offset "
+                        f"{error.start}); {kind} files are UTF-8") from None
+
+
 def load_config(path):
     """Load a layer configuration from a TOML file (UTF-8 text with one ``[layer]`` table)."""
     label = f"config file {_quote(path)}"
-    _regular_file(path, label, max_bytes=MAX_CONFIG_BYTES, kind="TOML")
-    with _open(path, label) as file:
-        data = file.read(MAX_CONFIG_BYTES + 1)
-    if data.startswith(_NPY_MAGIC):
-        raise UserError(f"{label} is an .npy file, not a TOML configuration")
-    if data.startswith(_ZIP_MAGIC):
-        raise UserError(f"{label} is a zip archive (an .npz?), not a TOML configuration")
-    if b"\0" in data:
-        raise UserError(f"{label} is binary (it holds NUL bytes), not a TOML text file")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{label} is not UTF-8 text (byte {data[error.start]:#04x} at offset "
-                        f"{error.start}); TOML files are UTF-8") from None
+    read_text_file(path, label)
     try:
         return LayerConfig.from_toml(path)
     except ConfigError as error:

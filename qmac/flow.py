@@ -28,6 +28,7 @@ from .accumulator import AccumulatorOverflowError, analyze as analyze_weights, c
 from .files import (UserError, check_output_file, check_output_folder, load_config,
                     load_float_layer, load_inputs, load_requant, load_weights,
                     prepare_build_dir, write_npy, write_npz)
+from . import netflow
 from .fold import fold_layer
 from .solver import InfeasibleError, solve_layer
 
@@ -108,6 +109,8 @@ def _inputs(args, *flags):
 
 def generate(args):
     """``qmac generate``: write Verilog and ``manifest.json``."""
+    if netflow.is_network_file(args.config):
+        return netflow.generate_network(args)
     cfg = load_config(args.config)
     if (args.weights is None) != (args.requant is None):
         raise UserError("give both --weights and --requant (a layer engine), or neither "
@@ -212,7 +215,12 @@ def _check_simulate_flags(args):
 
 def simulate(args):
     """``qmac simulate``: run a batch through the layer engine under Verilator + cocotb."""
+    if netflow.is_network_file(args.config):
+        return netflow.simulate_network(args)
     _check_simulate_flags(args)
+    for flag, value in (("--weights", args.weights), ("--requant", args.requant)):
+        if value is None:
+            raise UserError(f"{flag} is required with a layer configuration")
     cfg = load_config(args.config)
     inputs = _inputs(args, "--weights", "--requant", "--inputs")
     output = check_output_file(args.output, "-o", suffixes=(".npy",), inputs=inputs)

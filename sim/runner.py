@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -155,12 +156,13 @@ class StreamRun:
     passed: bool
     seconds: float
     log: str
+    taps: list = dataclasses.field(default_factory=list)
 
 
 def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, seed=0,
                reset_prefix=None, reset_cycles=1, prefix_wait_cycles=0, drain_cycles=64,
                max_cycles=None, waves_file=None, label="run", progress=None,
-               progress_seconds=0.5):
+               progress_seconds=0.5, taps=0):
     """Run the cocotb stream testbench (:mod:`qmac.sim.tb_stream`) on a built model.
 
     Each run has its own folder (``<build_dir>/runs/<label>-XXXX``, removed afterwards), and
@@ -187,6 +189,10 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
     progress : callable, optional
         Called as ``progress(outputs, cycles, seconds)`` about every ``progress_seconds`` while
         the simulation runs (from another thread), with the output beats received so far.
+    taps : int
+        Number of observation ports of the design (``tap_valid`` bit ``k`` and ``tap_y<k>``,
+        as :class:`qmac.hw.network.NetworkTop` has them): the testbench records every beat
+        each one sees, in ``StreamRun.taps[k]``.
 
     Raises
     ------
@@ -217,6 +223,7 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
         "max_cycles": max_cycles,
         "progress_file": str(progress_path) if progress is not None else None,
         "progress_seconds": progress_seconds,
+        "taps": taps,
     }
     plan_path.write_text(json.dumps(plan))
     test_args = []
@@ -246,7 +253,8 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
         prefix_outputs=[int(v, 16) for v in result["prefix_outputs"]],
         extra=[int(v, 16) for v in result["extra"]],
         cycles=result["cycles"], timed_out=result["timed_out"], passed=failures == 0,
-        seconds=seconds, log=log)
+        seconds=seconds, log=log,
+        taps=[[int(v, 16) for v in tap] for tap in result.get("taps", [])])
 
 
 def _run_testbench(built, run_dir, plan_path, result_path, log_path, waves_file, test_args):

@@ -13,6 +13,8 @@ probabilities and the seed. The testbench
   ``drain_cycles`` more cycles to catch any extra (duplicated) beat,
 - writes what it saw to ``QMAC_TB_RESULT`` and, when expected beats are given, fails on the first
   difference,
+- when the plan has ``taps`` (a count ``n``), records the payload of ``tap_y<k>`` in every
+  cycle in which bit ``k`` of ``tap_valid`` is set (the beats between the layers of a network),
 - when the plan names a ``progress_file``, replaces it about every ``progress_seconds`` with the
   output beats received and the cycles run so far.
 
@@ -53,9 +55,11 @@ class _ProgressFile:
         os.replace(temporary, self.path)
 
 
-async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
-    """Send ``beats`` and collect ``n_outputs`` beats (or stop after ``max_cycles``)."""
+async def _pump(dut, rng, plan, beats, n_outputs, max_cycles, taps=None):
+    """Send ``beats`` and collect ``n_outputs`` beats (or stop after ``max_cycles``); append
+    every tapped beat to ``taps[k]``."""
     edge = RisingEdge(dut.clk)
+    tap_handles = [getattr(dut, f"tap_y{k}") for k in range(len(taps))] if taps else []
     progress = _ProgressFile(plan) if plan.get("progress_file") else None
     stall_in, stall_out = plan["stall_in"], plan["stall_out"]
     in_width = plan["in_width"]
@@ -73,6 +77,12 @@ async def _pump(dut, rng, plan, beats, n_outputs, max_cycles):
         cycles += 1
         if progress is not None and not cycles & 255:
             progress.update(len(outputs), cycles)
+        if tap_handles:
+            tapped = dut.tap_valid.value.to_unsigned()
+            if tapped:
+                for k, handle in enumerate(tap_handles):
+                    if (tapped >> k) & 1:
+                        taps[k].append(format(_unsigned(handle), "x"))
         if valid and dut.i__ready.value:
             sent += 1
             valid = False
@@ -153,7 +163,9 @@ async def stream(dut):
         result["prefix_outputs"] = [format(v, "x") for v in outputs]
         await _reset(dut, plan["reset_cycles"])
 
-    outputs, sent, cycles = await _pump(dut, rng, plan, beats, n_outputs, max_cycles)
+    taps = [[] for _ in range(plan.get("taps", 0))]
+    outputs, sent, cycles = await _pump(dut, rng, plan, beats, n_outputs, max_cycles, taps)
+    result["taps"] = taps
     result["cycles"] = cycles
     result["outputs"] = [format(v, "x") for v in outputs]
     if len(outputs) < n_outputs or sent < len(beats):

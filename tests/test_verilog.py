@@ -44,6 +44,9 @@ class Cells(wiring.Component):
     shru: Out(3)
     shl: Out(4)
     xorx: Out(signed(12))
+    zero: Out(1)
+    both: Out(1)
+    either: Out(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -56,6 +59,9 @@ class Cells(wiring.Component):
             self.shr.eq(self.d >> self.c), self.sshr.eq(self.a >> self.c),
             self.shru.eq(self.b >> self.c), self.shl.eq(self.b << self.c),
             self.xorx.eq(self.a ^ self.b),
+            # Logical operators on multi-bit operands (lowered to gates).
+            self.zero.eq(self.b == 0), self.both.eq(self.b.bool() & self.c.bool()),
+            self.either.eq(self.a.any() | (self.d != 0)),
         ]
         return m
 
