@@ -163,6 +163,9 @@ def build_parser():
     quantize.add_argument("--data", default="digits", metavar="digits|DATA.npz",
                           help="calibration and test data: the bundled digits (default) or an "
                                ".npz with integer train_x, test_x, test_y")
+    quantize.add_argument("--macs", type=int, default=16, metavar="N",
+                          help="processing elements of the largest layer's MAC array; the "
+                               "other layers get the fewest that keep pace with it (default 16)")
     quantize.add_argument("-o", "--output", metavar="DIR", required=True,
                           help="output folder (created if absent)")
     quantize.set_defaults(run=_quantize)

@@ -76,6 +76,8 @@ def quantize(args):
         raise UserError("give both --a-bits and --w-bits")
     if not 2 <= args.acc_bits <= 64:
         raise UserError(f"--acc-bits must be between 2 and 64, not {args.acc_bits}")
+    if not 1 <= args.macs <= 4096:
+        raise UserError(f"--macs must be between 1 and 4096, not {args.macs}")
     out = check_output_folder(args.output, "-o", inputs={"MODEL": args.model})
     train_x, test_x, test_y = load_dataset(args.data, network)
     started = time.perf_counter()
@@ -85,20 +87,22 @@ def quantize(args):
         if args.auto:
             a_bits, w_bits, qnet = choose_widths(network, train_x, acc_bits=args.acc_bits,
                                                  strategy=args.strategy,
-                                                 rounding=args.rounding)
+                                                 rounding=args.rounding, macs=args.macs)
         else:
             qnet = quantize_network(network, train_x, acc_bits=args.acc_bits,
                                     a_bits=args.a_bits, w_bits=args.w_bits,
-                                    strategy=args.strategy, rounding=args.rounding)
+                                    strategy=args.strategy, rounding=args.rounding,
+                                    macs=args.macs)
     except QuantizeError as error:
         raise UserError(str(error)) from None
     path = save_quantized(qnet, out)
-    print(f"{'layer':<8} {'K x N':>9} {'a/w':>5} {'reachable accumulator':>26} {'safe':>5} "
-          f"{'datatype':>8} {'acc':>4} {'M/B/S bits':>11}")
+    print(f"{'layer':<8} {'K x N':>9} {'array':>6} {'a/w':>5} {'reachable accumulator':>26} "
+          f"{'safe':>5} {'datatype':>8} {'acc':>4} {'M/B/S bits':>11}")
     for layer in qnet.layers:
         cfg = layer.cfg
         span = f"[{min(layer.acc_lo)}, {max(layer.acc_hi)}]"
-        print(f"{cfg.name:<8} {f'{cfg.K}x{cfg.N}':>9} {f'{cfg.a_bits}/{cfg.w_bits}':>5} "
+        print(f"{cfg.name:<8} {f'{cfg.K}x{cfg.N}':>9} {f'{cfg.rows}x{cfg.cols}':>6} "
+              f"{f'{cfg.a_bits}/{cfg.w_bits}':>5} "
               f"{span:>26} {layer.min_acc_bits:>5} {layer.datatype_bits:>8} {cfg.acc_bits:>4} "
               f"{f'{cfg.m_bits}/{cfg.b_bits}/{cfg.s_max}':>11}")
     scores = accuracy_report(network, qnet, test_x, test_y)

@@ -112,10 +112,30 @@ def _input_bits(network):
     return max((-lo - 1).bit_length(), hi.bit_length()) + 1, True
 
 
-def _array_shape(k, n):
-    cols = next(c for c in (8, 4, 2, 1) if k % c == 0)
-    rows = next(r for r in (4, 2, 1) if n % r == 0)
-    return rows, cols
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def array_shapes(sizes, macs=16):
+    """A MAC array shape ``(rows, cols)`` per layer that balances the network's stages.
+
+    ``sizes`` is ``[(K, N), ...]``. The layer with the most multiplies gets (at most) ``macs``
+    processing elements; every other layer gets the fewest that keep its cycles per vector,
+    ``K·N / (rows·cols)``, at or below that layer's, so no stage idles the others for long.
+    ``cols`` divides ``K`` and ``rows`` divides ``N``; among equal counts the squarer shape wins.
+    """
+    def best(k, n, limit=None, budget=None):
+        options = [(r * c, abs(r - c), r, c) for r in _divisors(n) for c in _divisors(k)]
+        if budget is not None:
+            options = [o for o in options if o[0] <= budget]
+            return max(options, key=lambda o: (o[0], -o[1]))[2:]
+        options = [o for o in options if k * n <= limit * o[0]]
+        return min(options, key=lambda o: (o[0], o[1]))[2:]
+
+    k0, n0 = max(sizes, key=lambda s: s[0] * s[1])
+    rows0, cols0 = best(k0, n0, budget=macs)
+    cycles = k0 * n0 // (rows0 * cols0)
+    return [best(k, n, limit=cycles) for k, n in sizes]
 
 
 def _calibrate(outputs, y_max):
@@ -145,7 +165,7 @@ def _l1_weights(W, w_bits, acc_bits, x_peak):
 
 
 def quantize_network(network, calibration_x, *, acc_bits, a_bits, w_bits, strategy="exact",
-                     rounding="half_up", overflow="wrap"):
+                     rounding="half_up", overflow="wrap", macs=16):
     """Quantize ``network`` at accumulator width ``acc_bits``.
 
     Parameters
@@ -158,6 +178,8 @@ def quantize_network(network, calibration_x, *, acc_bits, a_bits, w_bits, strate
     a_bits, w_bits : int
         Activation width of the hidden layers' inputs (unsigned, after ReLU) and weight width.
     strategy : {"databound", "exact", "l1"}
+    macs : int
+        Processing elements of the largest layer's MAC array (:func:`array_shapes`).
 
     Raises
     ------
@@ -171,12 +193,13 @@ def quantize_network(network, calibration_x, *, acc_bits, a_bits, w_bits, strate
     float_outputs = forward(network, np.asarray(calibration_x) * network.input_scale, upto="all")
     s_x = network.input_scale
     in_bits, in_signed = _input_bits(network)
+    shapes = array_shapes([(b.linear.in_features, b.linear.out_features) for b in blocks], macs)
     layers = []
     for index, block in enumerate(blocks):
         last = index == len(blocks) - 1
         W = block.linear.W
         n, k = W.shape
-        rows, cols = _array_shape(k, n)
+        rows, cols = shapes[index]
         layer_a_bits, layer_a_signed = (in_bits, in_signed) if index == 0 else (a_bits, False)
         if block.relu and not last:
             out_bits, out_signed = a_bits, False
@@ -240,7 +263,7 @@ def _candidates(acc_bits, max_bits=8):
 
 
 def choose_widths(network, calibration_x, *, acc_bits, strategy, rounding="half_up",
-                  max_bits=8):
+                  max_bits=8, macs=16):
     """The widest ``(a_bits, w_bits)`` (each at most ``max_bits``) that quantize ``network`` at
     ``acc_bits`` under ``strategy``; returns ``(a_bits, w_bits, quantized)``."""
     reasons = []
@@ -248,7 +271,7 @@ def choose_widths(network, calibration_x, *, acc_bits, strategy, rounding="half_
         try:
             return a_bits, w_bits, quantize_network(
                 network, calibration_x, acc_bits=acc_bits, a_bits=a_bits, w_bits=w_bits,
-                strategy=strategy, rounding=rounding)
+                strategy=strategy, rounding=rounding, macs=macs)
         except QuantizeError as error:
             reasons.append(str(error))
     raise QuantizeError(f"no operand widths of 2..{max_bits} bits fit acc_bits = {acc_bits} "

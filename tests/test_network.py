@@ -264,6 +264,22 @@ def test_auto_picks_the_widest_widths_that_fit(strategy):
     assert max(layer.min_acc_bits for layer in qnet.layers) <= 15
 
 
+@pytest.mark.parametrize("sizes, macs", [([(64, 64), (64, 32), (32, 10)], 16),
+                                         ([(64, 64), (64, 32), (32, 10)], 64),
+                                         ([(12, 30), (30, 7)], 6)])
+def test_array_shapes_are_balanced_and_minimal(sizes, macs):
+    from qmac.quantize import array_shapes
+    shapes = array_shapes(sizes, macs)
+    cycles = [k * n // (r * c) for (k, n), (r, c) in zip(sizes, shapes)]
+    largest = max(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
+    assert shapes[largest][0] * shapes[largest][1] <= macs
+    for (k, n), (r, c), cyc in zip(sizes, shapes, cycles):
+        assert k % c == 0 and n % r == 0 and cyc <= cycles[largest]
+        fewer = [(r2, c2) for r2 in range(1, n + 1) for c2 in range(1, k + 1)
+                 if n % r2 == 0 and k % c2 == 0 and r2 * c2 < r * c]
+        assert all(k * n > cycles[largest] * r2 * c2 for r2, c2 in fewer)
+
+
 def test_save_quantized_files_reload(tmp_path):
     network = load_network(DATA / "digits_mlp.json")
     data = load_digits()
