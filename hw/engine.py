@@ -40,6 +40,8 @@ class LayerEngine(wiring.Component):
         ``cfg.shared_shift``).
     levels_per_stage : int
         Passed to :class:`MacArray`.
+    mul_plan : MulPlan, optional
+        Passed to :class:`MacArray` and :class:`Requantizer`.
 
     Members
     -------
@@ -66,7 +68,7 @@ class LayerEngine(wiring.Component):
         the index and the value).
     """
 
-    def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1):
+    def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1, mul_plan=None):
         self.cfg = cfg
         try:
             self.weights = checks.check_weights(cfg, weights)
@@ -75,8 +77,8 @@ class LayerEngine(wiring.Component):
             self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
             raise
         self.levels_per_stage = levels_per_stage
-        self._mac = MacArray(cfg, levels_per_stage=levels_per_stage)
-        self._requant = Requantizer(cfg)
+        self._mac = MacArray(cfg, levels_per_stage=levels_per_stage, mul_plan=mul_plan)
+        self._requant = Requantizer(cfg, mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 1 + self._mac.latency + self._requant.latency

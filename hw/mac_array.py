@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
 
 
@@ -37,6 +38,9 @@ class MacArray(wiring.Component):
     levels_per_stage : int
         Adder-tree levels between two pipeline registers (default 1: a register after every
         level).
+    mul_plan : MulPlan, optional
+        How each product is built (``"dsp"``: ``*``; ``"lut"``: Booth logic); default
+        :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with no target part.
 
     Members
     -------
@@ -58,7 +62,7 @@ class MacArray(wiring.Component):
         ``levels_per_stage`` is not a positive integer.
     """
 
-    def __init__(self, cfg, *, levels_per_stage=1):
+    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None):
         if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int) or \
                 levels_per_stage < 1:
             self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
@@ -66,6 +70,11 @@ class MacArray(wiring.Component):
                              f"not {levels_per_stage!r}")
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
+        try:
+            self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        except ValueError:
+            self._MustUse__used = True
+            raise
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
         self.tree_stages = -(-self.tree_levels // levels_per_stage)
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
@@ -90,11 +99,12 @@ class MacArray(wiring.Component):
         for r in range(cfg.rows):
             row = []
             for c in range(cfg.cols):
-                product = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
                 with m.If(en):
-                    m.d.sync += product.eq(
-                        (self.i.p.x[c] * self.i.p.w[r][c])[:product_bits].as_signed())
-                row.append((product, 1))
+                    m.d.sync += product_reg.eq(
+                        product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
+                        [:product_bits].as_signed())
+                row.append((product_reg, 1))
             rows.append(row)
 
         # Adder tree: each node is (signal, number of products it sums), so that every node has
