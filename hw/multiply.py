@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Mux, Value, signed
+from amaranth.hdl import Cat, Const, Value
 
 
 __all__ = ["MulPlan", "plan_multipliers", "dsp_cost", "product", "soft_product",
@@ -173,8 +173,10 @@ def soft_product(a, b):
     signed and exactly as wide as Amaranth's ``a * b``.
     """
     a, b = Value.cast(a), Value.cast(b)
-    if len(a) < len(b) or (len(a) == len(b) and not a.shape().signed and b.shape().signed):
-        a, b = b, a            # recode the narrower operand `b`
+    def digits_of(v):
+        return (len(v) + (0 if v.shape().signed else 1) + 1) // 2
+    if digits_of(b) > digits_of(a):
+        a, b = b, a            # recode the operand with fewer Booth digits, `b`
     shape = Value.cast(a * b).shape()        # the shape Amaranth gives `a * b` (not built)
     # `b` as a signed value with an even number of bits (sign-extended).
     b_signed = b if b.shape().signed else Cat(b, Const(0, 1)).as_signed()
@@ -188,15 +190,32 @@ def soft_product(a, b):
         mid, high = b_bits[2 * i], b_bits[2 * i + 1]
         one = mid ^ lower
         two = (high & ~mid & ~lower) | (~high & mid & lower)
-        magnitude = Mux(one, a_wide, Mux(two, a_wide << 1, 0))      # signed, 0, a or 2a
-        terms.append(Mux(high, ~magnitude, magnitude) << (2 * i))  # ~v = -v - 1
+        # 0, a or 2a, then inverted when the digit is negative (~v = -v - 1), modulo 2^width;
+        # written with AND/OR/XOR so that every bit of every cell is used.
+        single = _to_width(a_wide << (2 * i), shape.width)
+        double = _to_width(a_wide << (2 * i + 1), shape.width)
+        magnitude = (single & one.replicate(shape.width)) | (double & two.replicate(shape.width))
+        invert = Cat(Const(0, 2 * i), high.replicate(shape.width - 2 * i))
+        terms.append(magnitude ^ invert)
         ones += [high, Const(0, 1)]
     terms.append(Cat(*ones))                                         # the +1 of each negation
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    exact = total[:shape.width]
+    # Sum modulo 2^width (the exact product fits `width` bits): every term sign-extended or
+    # cut to `width` bits, every partial sum cut to `width` bits.
+    width = shape.width
+    total = None
+    for term in terms:
+        term = _to_width(term, width)
+        total = term if total is None else (total + term)[:width]
+    exact = total
     return exact.as_signed() if shape.signed else exact.as_unsigned()
+
+
+def _to_width(value, width):
+    """``value`` modulo ``2^width`` as a ``width``-bit unsigned value (sign-extended first)."""
+    if len(value) >= width:
+        return value[:width]
+    fill = value[-1] if value.shape().signed else Const(0, 1)
+    return Cat(value, fill.replicate(width - len(value)))
 
 
 def product(a, b, style):

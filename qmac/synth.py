@@ -343,7 +343,7 @@ def _progress_to_stderr(message):
 
 
 def implement(component, target, workdir, *, seed=1, freq=None, progress=_progress_to_stderr,
-              blocks=False, soft_blocks=(), harness=True, allow_unfit=False):
+              blocks=False, soft_blocks=(), harness=True, allow_unfit=False, place=True):
     """Synthesize ``component`` (inside a :class:`FairTimingHarness` unless ``harness`` is
     false), place and route it on ``target``, and return the figures as a dict.
 
@@ -392,6 +392,8 @@ def implement(component, target, workdir, *, seed=1, freq=None, progress=_progre
             return result
         raise DoesNotFitError(f"the design does not fit {target.name}: " + "; ".join(problems),
                               result)
+    if not place:
+        return result
     try:
         report, pnr_seconds, log_text = place_and_route(target, workdir, seed=seed, freq=freq,
                                                         progress=progress)
@@ -479,7 +481,8 @@ def _random_parameters(cfg, seed=0):
 
 
 def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, seed=1,
-               freq=None, blocks=True, progress=_progress_to_stderr, allow_unfit=False):
+               freq=None, blocks=True, progress=_progress_to_stderr, allow_unfit=False,
+               place=True):
     """The ``qmac synth`` figures of the layer engine of ``cfg`` on ``target``.
 
     Without ``weights`` (and ``M``, ``B``, ``S``) the engine gets uniform random full-range
@@ -509,7 +512,8 @@ def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, se
         try:
             result = implement(engine, target, Path(workdir) / f"run{attempt}", seed=seed,
                                freq=freq, progress=progress, blocks=blocks, soft_blocks=soft,
-                               allow_unfit=allow_unfit or cfg.mul_style == "auto")
+                               allow_unfit=allow_unfit or cfg.mul_style == "auto",
+                               place=place)
         except DoesNotFitError as error:
             if error.result is not None:
                 error.result.update(_layer_fields(cfg, plan, estimate, random_parameters))
@@ -638,7 +642,8 @@ def synth(args):
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
             print(f"wrote {args.json}", file=sys.stderr)
     if error is not None:
-        raise error
+        print(f"qmac synth: error: {error}", file=sys.stderr)
+        return 1
     if args.bitstream:
         path = build_bitstream(cfg, weights, M, B, S, target, workdir / "board", seed=args.seed)
         print(f"wrote {path}", file=sys.stderr)
