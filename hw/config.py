@@ -28,6 +28,8 @@ OVERFLOW_MODES = ("wrap", "saturate")
 #: folder), which must stay well under the usual 255-byte file-name limit.
 MAX_NAME_LENGTH = 64
 
+MUL_STYLES = ("auto", "dsp", "lut")
+
 
 # Words a module cannot be named in Verilog-2005 or SystemVerilog (Verilator parses both).
 _VERILOG_KEYWORDS = frozenset("""
@@ -140,6 +142,13 @@ class LayerConfig:
         Output width and signedness.
     relu : bool
         Clamp outputs below at 0.
+    mul_style : {"auto", "dsp", "lut"}
+        How the multipliers (MAC products and requantizer multiplies) are built. ``"dsp"``
+        writes each as a ``*`` that synthesis may map to a DSP block; ``"lut"`` writes each as
+        explicit radix-4 Booth shift-and-add logic that no synthesis tool maps to a DSP;
+        ``"auto"`` picks per multiplier (see :func:`qmac.hw.multiply.plan_multipliers`): with no
+        target part, ``"dsp"`` for products of at least 5×6 bits, ``"lut"`` below; with a
+        target, DSPs until the part's budget is used, the smallest multipliers going to LUTs.
 
     Raises
     ------
@@ -164,6 +173,7 @@ class LayerConfig:
     out_bits: int = 8
     out_signed: bool = False
     relu: bool = False
+    mul_style: str = "auto"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier() or \
@@ -204,6 +214,9 @@ class LayerConfig:
         _check_bool("shared_shift", self.shared_shift)
         _check_bool("out_signed", self.out_signed)
         _check_bool("relu", self.relu)
+        if self.mul_style not in MUL_STYLES:
+            raise ConfigError(f"mul_style must be one of {', '.join(map(repr, MUL_STYLES))}, "
+                              f"not {self.mul_style!r}")
         if self.out_signed and self.out_bits < 2:
             raise ConfigError(f"out_bits must be at least 2 for a signed output, "
                               f"not {self.out_bits}")

@@ -40,6 +40,8 @@ class LayerEngine(wiring.Component):
         ``cfg.shared_shift``).
     levels_per_stage : int
         Passed to :class:`MacArray`.
+    mul_plan : MulPlan, optional
+        Passed to :class:`MacArray` and :class:`Requantizer`.
 
     Members
     -------
@@ -66,7 +68,7 @@ class LayerEngine(wiring.Component):
         the index and the value).
     """
 
-    def __new__(cls, cfg, weights, M, B, S, *, levels_per_stage=1):
+    def __new__(cls, cfg, weights, M, B, S, *, levels_per_stage=1, mul_plan=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         checks.check_weights(cfg, weights)
@@ -74,13 +76,13 @@ class LayerEngine(wiring.Component):
         check_levels_per_stage(levels_per_stage)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
-    def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1):
+    def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1, mul_plan=None):
         self.cfg = cfg
         self.weights = checks.check_weights(cfg, weights)
         self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
         self.levels_per_stage = levels_per_stage
-        self._mac = MacArray(cfg, levels_per_stage=levels_per_stage)
-        self._requant = Requantizer(cfg)
+        self._mac = MacArray(cfg, levels_per_stage=levels_per_stage, mul_plan=mul_plan)
+        self._requant = Requantizer(cfg, mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 1 + self._mac.latency + self._requant.latency

@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
 
 
@@ -45,6 +46,9 @@ class MacArray(wiring.Component):
     levels_per_stage : int
         Adder-tree levels between two pipeline registers (default 1: a register after every
         level).
+    mul_plan : MulPlan, optional
+        How each product is built (``"dsp"``: ``*``; ``"lut"``: Booth logic); default
+        :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with no target part.
 
     Members
     -------
@@ -66,15 +70,20 @@ class MacArray(wiring.Component):
         ``levels_per_stage`` is not a positive integer.
     """
 
-    def __new__(cls, cfg, *, levels_per_stage=1):
+    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         check_levels_per_stage(levels_per_stage)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
-    def __init__(self, cfg, *, levels_per_stage=1):
+    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None):
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
+        try:
+            self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        except ValueError:
+            self._MustUse__used = True
+            raise
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
         self.tree_stages = -(-self.tree_levels // levels_per_stage)
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
@@ -99,11 +108,12 @@ class MacArray(wiring.Component):
         for r in range(cfg.rows):
             row = []
             for c in range(cfg.cols):
-                product = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
                 with m.If(en):
-                    m.d.sync += product.eq(
-                        (self.i.p.x[c] * self.i.p.w[r][c])[:product_bits].as_signed())
-                row.append((product, 1))
+                    m.d.sync += product_reg.eq(
+                        product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
+                        [:product_bits].as_signed())
+                row.append((product_reg, 1))
             rows.append(row)
 
         # Adder tree: each node is (signal, number of products it sums), so that every node has

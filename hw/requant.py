@@ -5,6 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
 
 
@@ -29,6 +30,9 @@ class Requantizer(wiring.Component):
     cfg : LayerConfig
         Uses ``rows``, ``acc_bits``, ``m_bits``, ``b_bits``, ``s_max``, ``shared_shift``,
         ``out_bits``, ``out_signed``, ``relu``.
+    mul_plan : MulPlan, optional
+        How each lane's multiply is built; default :func:`~qmac.hw.multiply.plan_multipliers`
+        of ``cfg`` with no target part.
 
     Members
     -------
@@ -47,8 +51,13 @@ class Requantizer(wiring.Component):
     #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
     latency = 3
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, *, mul_plan=None):
         self.cfg = cfg
+        try:
+            self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        except ValueError:
+            self._MustUse__used = True
+            raise
         self.product_bits = cfg.acc_bits + cfg.m_bits
         self.sum_bits = max(self.product_bits, cfg.b_bits) + 1
         super().__init__({
@@ -96,7 +105,8 @@ class Requantizer(wiring.Component):
         with m.If(en):
             for r in range(cfg.rows):
                 m.d.sync += [
-                    products[r].eq(self.i.p.acc[r] * self.i.p.m[r]),
+                    products[r].eq(product(self.i.p.acc[r], self.i.p.m[r],
+                                          self.mul_plan.requant[r])),
                     offsets[r].eq(self.i.p.b[r]),
                 ]
 

@@ -35,6 +35,10 @@ def _quantize(args):
     from .netflow import quantize
     return quantize(args)
 
+def _synth(args):
+    from .synth import synth
+    return synth(args)
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -169,6 +173,38 @@ def build_parser():
     quantize.add_argument("-o", "--output", metavar="DIR", required=True,
                           help="output folder (created if absent)")
     quantize.set_defaults(run=_quantize)
+
+    from .synth import TARGETS
+    synth = commands.add_parser(
+        "synth", help="synthesize, place and route a layer engine; report resources and Fmax",
+        description="Generate the layer engine, synthesize it with Yosys and place and route "
+                    "it with nextpnr inside a fair-timing harness (registered inputs from one "
+                    "pin, outputs XOR-reduced into one pin). Reports LUTs, flip-flops, carry "
+                    "cells, DSPs and block RAMs (used and available), Fmax and the kind of "
+                    "critical path, and the area per block. Exits 1 when the design does not "
+                    "fit the part, naming the resource.")
+    synth.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
+    synth.add_argument("--weights", metavar="W.npy",
+                       help="integer weights (default: random full-range weights)")
+    synth.add_argument("--requant", metavar="R.npz",
+                       help="requantization parameters M, B, S (default: random)")
+    synth.add_argument("--target", required=True, choices=tuple(TARGETS), metavar="TARGET",
+                       help=f"FPGA part: {', '.join(TARGETS)}")
+    synth.add_argument("--seed", type=int, default=1, metavar="N",
+                       help="nextpnr placement seed (default 1)")
+    synth.add_argument("--freq", type=float, metavar="MHZ",
+                       help="timing target for nextpnr (default 50 on iCE40, 100 on ECP5); "
+                            "Fmax is reported whether it is met or not")
+    synth.add_argument("--json", metavar="OUT.json", help="write the figures as JSON")
+    synth.add_argument("--bitstream", action="store_true",
+                       help="also build the board top (UART) for the target's board with its "
+                            "constraint file and write <name>-<board>.bin/.bit here")
+    synth.add_argument("--build-dir", metavar="DIR",
+                       help="run folder with the tools' logs and outputs (default: a new "
+                            "folder under the system temp folder)")
+    synth.add_argument("--no-blocks", action="store_true",
+                       help="skip the hierarchical synthesis that gives the area per block")
+    synth.set_defaults(run=_synth)
     return parser
 
 

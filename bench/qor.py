@@ -1,0 +1,284 @@
+"""Quality of results: the benchmark set of the performance note (section 6) plus the example
+layer, synthesized, placed and routed on iCE40 UP5K and ECP5, with the references measured in
+the same run.
+
+    python bench/qor.py [--quick] [--seeds N] [--out DIR]
+
+Prints one table (LUT, FF, DSP, BRAM, median Fmax, MAC/s per config and target) and the three
+ratios of the note:
+
+- DSP efficiency = MAC/s ÷ (DSPs of the part × f_ref,DSP × 1 MAC per DSP), with f_ref,DSP the
+  median Fmax of B1 (one 8×8 PE with its product on a DSP) on the same family in this run,
+  capped at 290 MHz on ECP5 (the MULT18X18D internal path, which nextpnr does not model);
+- MAC/s per LUT;
+- clock utilisation = array Fmax ÷ Fmax of a standalone accumulator of the same width on the
+  same part (an ``acc += x`` register in the same harness), measured in this run.
+
+It writes ``qor.csv``, ``qor_acc_bits.csv`` and ``qor_acc_bits.png`` (LUTs, flip-flops and Fmax
+of one array against ``acc_bits`` from 12 to 32). Every design sits in the fair-timing harness
+(:class:`qmac.hw.harness.FairTimingHarness`); Fmax is nextpnr's estimate, the median over the
+seeds. Designs that do not fit are listed with the resource they lack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from qmac.hw.config import LayerConfig
+from qmac.hw.engine import LayerEngine
+from qmac.hw.mac_array import MacArray
+from qmac.hw.multiply import plan_multipliers
+from qmac.synth import TARGETS, DoesNotFitError, SynthError, implement, place_and_route
+
+
+ROOT = Path(__file__).resolve().parent.parent
+ECP5_DSP_CAP_MHZ = 290.0
+
+
+class Accumulator(wiring.Component):
+    """The reference: ``acc <= acc + x``, ``acc_bits`` wide, with a registered input."""
+
+    def __init__(self, acc_bits):
+        self.acc_bits = acc_bits
+        super().__init__({"x": In(signed(acc_bits)), "acc": Out(signed(acc_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.acc.eq(self.acc + self.x)
+        return m
+
+
+def pe_cfg(rows, cols, bits, acc_bits, style, *, signed_a=True):
+    return LayerConfig(name="pe", in_features=cols, out_features=rows, rows=rows, cols=cols,
+                       a_bits=bits, a_signed=signed_a, w_bits=bits, acc_bits=acc_bits,
+                       mul_style=style)
+
+
+def benchmark_set(quick):
+    """``(id, description, kind, cfg-or-None, targets)``."""
+    example = LayerConfig.from_toml(ROOT / "examples/layer.toml")
+    rows = [
+        ("B1-dsp", "1x1 PE 8x8s acc24, DSP", "mac", pe_cfg(1, 1, 8, 24, "dsp"),
+         ["ice40-up5k", "ecp5-25k"]),
+        ("B1-lut", "1x1 PE 8x8s acc24, LUT (Booth)", "mac", pe_cfg(1, 1, 8, 24, "lut"),
+         ["ice40-up5k", "ecp5-25k"]),
+        ("B3", "4x4 4x4s acc16, LUT", "mac", pe_cfg(4, 4, 4, 16, "lut"),
+         ["ice40-up5k", "ecp5-25k"]),
+        ("B4-acc24", "4x4 8x8s acc24, DSP", "mac", pe_cfg(4, 4, 8, 24, "dsp"), ["ecp5-25k"]),
+        ("B4-acc32", "4x4 8x8s acc32, DSP", "mac", pe_cfg(4, 4, 8, 32, "dsp"), ["ecp5-25k"]),
+        ("B5", "8x8 8x8s acc24, DSP", "mac", pe_cfg(8, 8, 8, 24, "dsp"),
+         ["ecp5-45k", "ecp5-85k"]),
+        ("example", f"example layer engine {example.rows}x{example.cols}, auto", "engine",
+         example, ["ice40-up5k", "ecp5-25k", "ecp5-45k"]),
+    ]
+    if quick:
+        keep = {"B1-dsp": ["ice40-up5k", "ecp5-25k"], "B1-lut": ["ecp5-25k"],
+                "B3": ["ecp5-25k"], "B4-acc24": ["ecp5-25k"], "B5": ["ecp5-45k"],
+                "example": ["ecp5-25k"]}
+        rows = [(i, d, k, c, keep[i]) for i, d, k, c, t in rows if i in keep]
+    return rows
+
+
+def component_for(kind, cfg, target):
+    if kind == "engine":
+        rng = np.random.default_rng(0)
+        from qmac.sim import golden  # noqa: F401  (the example's parameters are checked there)
+        weights = np.load(ROOT / "examples/weights.npy")
+        requant = np.load(ROOT / "examples/requant.npz")
+        plan = plan_multipliers(cfg, family=target.family,
+                                dsp_budget=target.available["dsps"])
+        del rng
+        return LayerEngine(cfg, weights, requant["M"], requant["B"], requant["S"],
+                           mul_plan=plan), plan
+    if kind == "mac":
+        plan = plan_multipliers(cfg, family=target.family, dsp_budget=target.available["dsps"])
+        return MacArray(cfg, mul_plan=plan), plan
+    return Accumulator(cfg), None
+
+
+def measure(kind, cfg, target_name, seeds, workdir, log):
+    """Synthesize once, place and route with every seed; the figures with the median Fmax."""
+    target = TARGETS[target_name]
+    component, plan = component_for(kind, cfg, target)
+    soft = []
+    if plan is not None:
+        if any(s == "lut" for row in plan.mac for s in row):
+            soft.append("mac_array")
+        if "lut" in plan.requant:
+            soft.append("requantizer")
+    quiet = lambda message: None   # noqa: E731
+    started = time.perf_counter()
+    try:
+        result = implement(component, target, workdir, seed=seeds[0], progress=quiet,
+                           soft_blocks=soft)
+    except DoesNotFitError as error:
+        log(f"    does not fit: {error}")
+        return {"fits": False, "problem": str(error),
+                **{k: (error.result or {}).get(k) for k in ("luts", "ffs", "dsps", "brams")}}
+    except SynthError as error:
+        log(f"    failed: {error}")
+        return {"fits": False, "problem": str(error).splitlines()[0]}
+    fmaxes = [result["fmax_mhz"]]
+    for seed in seeds[1:]:
+        report, _, _ = place_and_route(target, workdir, seed=seed, freq=target.default_freq,
+                                       progress=quiet)
+        fmaxes.append(min(entry["achieved"] for name, entry in report["fmax"].items()
+                          if "$PACKER_GND" not in name))
+    result["fmax_seeds"] = [round(f, 2) for f in fmaxes]
+    result["fmax_median"] = round(statistics.median(fmaxes), 2)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, fewer configurations and sweep points")
+    parser.add_argument("--seeds", type=int, default=3, help="nextpnr seeds (default 3)")
+    parser.add_argument("--out", default=".", help="folder for the CSV and PNG files")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, not {args.seeds}")
+    seeds = [1] if args.quick else list(range(1, args.seeds + 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="qmac-qor-"))
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    log(f"qor: seeds {seeds}, run folders under {scratch}")
+    rows = []
+    for ident, description, kind, cfg, targets in benchmark_set(args.quick):
+        for target in targets:
+            log(f"  {ident} on {target} ...")
+            result = measure(kind, cfg, target, seeds, scratch / f"{ident}-{target}", log)
+            rows.append((ident, description, kind, cfg, target, result))
+
+    # References: the B1 DSP Fmax per family, standalone accumulators per width and part.
+    f_ref = {}
+    for ident, _, _, _, target, result in rows:
+        if ident == "B1-dsp" and result.get("fmax_median"):
+            family = TARGETS[target].family
+            f = result["fmax_median"]
+            f_ref[family] = min(f, ECP5_DSP_CAP_MHZ) if family == "ecp5" else f
+    acc_ref = {}
+    for ident, _, kind, cfg, target, result in rows:
+        if kind == "engine" or not result.get("fmax_median"):
+            continue
+        key = (target, cfg.acc_bits)
+        if key not in acc_ref:
+            log(f"  reference accumulator acc{cfg.acc_bits} on {target} ...")
+            ref = measure("acc", cfg.acc_bits, target, seeds,
+                          scratch / f"acc{cfg.acc_bits}-{target}", log)
+            acc_ref[key] = ref.get("fmax_median")
+
+    header = ["id", "config", "target", "LUT", "FF", "carry", "DSP", "BRAM", "Fmax_MHz",
+              "Fmax_seeds", "MAC_per_cycle", "GMAC_s", "DSP_eff", "f_ref_DSP_MHz",
+              "MMAC_s_per_LUT", "acc_Fmax_MHz", "clock_util", "critical_path", "fits"]
+    table = []
+    for ident, description, kind, cfg, target, result in rows:
+        t = TARGETS[target]
+        macs = cfg.rows * cfg.cols
+        fmax = result.get("fmax_median")
+        macs_s = macs * fmax * 1e6 if fmax else None
+        ref = f_ref.get(t.family)
+        dsp_eff = macs_s / (t.available["dsps"] * ref * 1e6) if macs_s and ref else None
+        per_lut = macs_s / 1e6 / result["luts"] if macs_s and result.get("luts") else None
+        acc_f = acc_ref.get((target, cfg.acc_bits)) if kind != "engine" else None
+        path = result.get("critical_path") or {}
+        table.append([ident, description, target, result.get("luts"), result.get("ffs"),
+                      result.get("carries"), result.get("dsps"), result.get("brams"), fmax,
+                      " ".join(map(str, result.get("fmax_seeds", []))), macs,
+                      round(macs_s / 1e9, 3) if macs_s else None,
+                      round(dsp_eff, 3) if dsp_eff is not None else None, ref,
+                      round(per_lut, 3) if per_lut else None, acc_f,
+                      round(fmax / acc_f, 3) if fmax and acc_f else None,
+                      path.get("kind"), result.get("fits") if result.get("fits") is not None
+                      else result.get("problem")])
+
+    with open(out / "qor.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table)
+    print_table(header, table)
+    print(f"\nf_ref,DSP: B1 DSP single-PE median Fmax per family (ECP5 capped at "
+          f"{ECP5_DSP_CAP_MHZ:g} MHz); iCE40's is nextpnr's, which does not model SB_MAC16 "
+          f"timing. DSP_eff counts 1 MAC per DSP. clock_util = Fmax / standalone "
+          f"accumulator Fmax (same width, same part). Seeds: {seeds}.")
+
+    sweep(out, scratch, seeds, args.quick, log)
+    print(f"\nwrote {out / 'qor.csv'}, {out / 'qor_acc_bits.csv'}, {out / 'qor_acc_bits.png'}")
+    return 0
+
+
+def print_table(header, table):
+    shown = ["id", "target", "LUT", "FF", "DSP", "BRAM", "Fmax_MHz", "GMAC_s", "DSP_eff",
+             "MMAC_s_per_LUT", "acc_Fmax_MHz", "clock_util", "critical_path", "fits"]
+    index = [header.index(name) for name in shown]
+    cells = [[("" if row[i] is None else str(row[i])) for i in index] for row in table]
+    widths = [max(len(name), *(len(c[k]) for c in cells)) for k, name in enumerate(shown)]
+    print("  ".join(name.rjust(w) for name, w in zip(shown, widths)))
+    for c in cells:
+        print("  ".join(value[:60].rjust(w) for value, w in zip(c, widths)))
+
+
+def sweep(out, scratch, seeds, quick, log):
+    """LUTs, flip-flops and Fmax of one array (2x2, 4-bit LUT products) against acc_bits."""
+    widths = [12, 20, 32] if quick else [12, 16, 20, 24, 28, 32]
+    targets = ["ecp5-25k"] if quick else ["ice40-up5k", "ecp5-25k"]
+    points = []
+    for target in targets:
+        for acc_bits in widths:
+            cfg = pe_cfg(2, 2, 4, acc_bits, "lut")
+            log(f"  sweep acc_bits={acc_bits} on {target} ...")
+            result = measure("mac", cfg, target, seeds, scratch / f"sweep{acc_bits}-{target}",
+                             log)
+            points.append((target, acc_bits, result.get("luts"), result.get("ffs"),
+                           result.get("fmax_median")))
+    with open(out / "qor_acc_bits.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["target", "acc_bits", "LUT", "FF", "Fmax_MHz"])
+        writer.writerows(points)
+    print("\nacc_bits sweep, 2x2 array of 4x4-bit LUT products:")
+    print("  target      acc_bits   LUT    FF  Fmax_MHz")
+    for target, acc_bits, luts, ffs, fmax in points:
+        print(f"  {target:<11}{acc_bits:>9}{luts or 0:>6}{ffs or 0:>6}{fmax or 0:>10}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install matplotlib): no PNG written")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for target in targets:
+        mine = [p for p in points if p[0] == target]
+        x = [p[1] for p in mine]
+        axes[0].plot(x, [p[2] for p in mine], "o-", label=f"LUT {target}")
+        axes[0].plot(x, [p[3] for p in mine], "s--", label=f"FF {target}")
+        axes[1].plot(x, [p[4] for p in mine], "o-", label=target)
+    axes[0].set_xlabel("acc_bits")
+    axes[0].set_ylabel("cells")
+    axes[0].legend()
+    axes[1].set_xlabel("acc_bits")
+    axes[1].set_ylabel("Fmax (MHz, median over seeds)")
+    axes[1].legend()
+    fig.suptitle("2x2 MAC array, 4x4-bit LUT products, in the fair-timing harness")
+    fig.tight_layout()
+    fig.savefig(out / "qor_acc_bits.png", dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
