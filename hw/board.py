@@ -357,13 +357,17 @@ class UartEngineTop(wiring.Component):
     rx: In(1, init=1)
     tx: Out(1, init=1)
 
-    def __init__(self, cfg, weights, M, B, S, *, clk_hz, baud=115200, levels_per_stage=1):
-        try:
-            self.divisor = baud_divisor(clk_hz, baud)
-            self.engine = LayerEngine(cfg, weights, M, B, S, levels_per_stage=levels_per_stage)
-        except ValueError:
-            self._MustUse__used = True      # refused, not forgotten: no UnusedElaboratable
-            raise
+    def __new__(cls, cfg, weights, M, B, S, *, clk_hz, baud=115200, levels_per_stage=1,
+                mul_plan=None):
+        # Refuse bad arguments before the component exists (no UnusedElaboratable warning).
+        baud_divisor(clk_hz, baud)
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, cfg, weights, M, B, S, *, clk_hz, baud=115200, levels_per_stage=1,
+                 mul_plan=None):
+        self.divisor = baud_divisor(clk_hz, baud)
+        self.engine = LayerEngine(cfg, weights, M, B, S, levels_per_stage=levels_per_stage,
+                                  mul_plan=mul_plan)
         self.cfg = cfg
         self.clk_hz = clk_hz
         self.baud = baud

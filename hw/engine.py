@@ -74,6 +74,8 @@ class LayerEngine(wiring.Component):
         checks.check_weights(cfg, weights)
         checks.check_requant(cfg, M, B, S)
         check_levels_per_stage(levels_per_stage)
+        if mul_plan is not None:
+            mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
     def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1, mul_plan=None):

@@ -74,16 +74,14 @@ class MacArray(wiring.Component):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         check_levels_per_stage(levels_per_stage)
+        if mul_plan is not None:
+            mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
     def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None):
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
-        try:
-            self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
-        except ValueError:
-            self._MustUse__used = True
-            raise
+        self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
         self.tree_stages = -(-self.tree_levels // levels_per_stage)
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.

@@ -51,13 +51,16 @@ class Requantizer(wiring.Component):
     #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
     latency = 3
 
+    def __new__(cls, cfg, *, mul_plan=None):
+        # Refuse a plan of another configuration before the component exists (no
+        # UnusedElaboratable warning).
+        if mul_plan is not None:
+            mul_plan.check(cfg)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, cfg, *, mul_plan=None):
         self.cfg = cfg
-        try:
-            self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
-        except ValueError:
-            self._MustUse__used = True
-            raise
+        self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
         self.product_bits = cfg.acc_bits + cfg.m_bits
         self.sum_bits = max(self.product_bits, cfg.b_bits) + 1
         super().__init__({

@@ -29,9 +29,8 @@ def is_value(signal, value):
     return ~signal.any() if value == 0 else signal == value
 
 
-def _check_divisor(component, divisor):
+def _check_divisor(divisor):
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 2:
-        component._MustUse__used = True     # refused, not forgotten: no UnusedElaboratable
         raise ValueError(f"divisor must be an integer of at least 2 clock cycles per bit, "
                          f"not {divisor!r}")
     return divisor
@@ -107,8 +106,13 @@ class UartRx(wiring.Component):
     framing_error: Out(1)
     overrun: Out(1)
 
+    def __new__(cls, *, divisor):
+        # Refuse a bad divisor before the component exists (no UnusedElaboratable warning).
+        _check_divisor(divisor)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, *, divisor):
-        self.divisor = _check_divisor(self, divisor)
+        self.divisor = _check_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):
@@ -191,8 +195,13 @@ class UartTx(wiring.Component):
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
 
+    def __new__(cls, *, divisor):
+        # Refuse a bad divisor before the component exists (no UnusedElaboratable warning).
+        _check_divisor(divisor)
+        return super().__new__(cls, src_loc_at=1)
+
     def __init__(self, *, divisor):
-        self.divisor = _check_divisor(self, divisor)
+        self.divisor = _check_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):

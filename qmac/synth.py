@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .flow import UserError
+from .files import UserError
 
 
 __all__ = ["Target", "TARGETS", "SynthError", "DoesNotFitError", "implement", "synthesize",
@@ -607,14 +607,19 @@ def format_report(result):
 
 def synth(args):
     """``qmac synth``."""
-    from .flow import _load_config, load_requant, load_weights
+    from .files import (check_output_file, load_config, load_requant, load_weights,
+                        prepare_build_dir)
     if args.target not in TARGETS:
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, not {args.target!r}")
     if args.freq is not None and not (args.freq > 0 and math.isfinite(args.freq)):
         raise UserError(f"--freq must be a positive number of MHz, not {args.freq!r}")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, not {args.seed}")
-    cfg = _load_config(args.config)
+    cfg = load_config(args.config)
+    if args.json is not None:
+        check_output_file(args.json, "--json", suffixes=(".json",),
+                          inputs={"CONFIG": args.config, "--weights": args.weights,
+                                  "--requant": args.requant})
     if (args.weights is None) != (args.requant is None):
         raise UserError("give both --weights and --requant, or neither (random parameters)")
     if args.bitstream and args.weights is None:
@@ -624,9 +629,8 @@ def synth(args):
         weights = load_weights(cfg, args.weights)
         M, B, S = load_requant(cfg, args.requant)
     target = TARGETS[args.target]
-    workdir = Path(args.build_dir) if args.build_dir else \
+    workdir = prepare_build_dir(args.build_dir) if args.build_dir else \
         Path(tempfile.mkdtemp(prefix=f"qmac-synth-{cfg.name}-{target.name}-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     error = None
     try:
@@ -658,7 +662,6 @@ def build_bitstream(cfg, weights, M, B, S, target, workdir, *, seed=1,
     The board's constraint file pins ``clk``, ``rx``, ``tx`` (and LEDs), and its clock is the
     timing constraint; a design that misses timing at the board clock is an error.
     """
-    import inspect
     from amaranth.back import rtlil
     from qmac.hw.multiply import plan_multipliers
     try:
@@ -671,12 +674,10 @@ def build_bitstream(cfg, weights, M, B, S, target, workdir, *, seed=1,
         raise SynthError(str(error)) from None
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"clk_hz": board.clk_hz}
-    if "mul_plan" in inspect.signature(UartEngineTop.__init__).parameters:
-        budget = target.available["dsps"]
-        kwargs["mul_plan"] = plan_multipliers(cfg, family=target.family, dsp_budget=budget) \
-            if cfg.mul_style == "auto" else plan_multipliers(cfg)
-    top = UartEngineTop(cfg, weights, M, B, S, **kwargs)
+    budget = target.available["dsps"]
+    plan = plan_multipliers(cfg, family=target.family, dsp_budget=budget) \
+        if cfg.mul_style == "auto" else plan_multipliers(cfg)
+    top = UartEngineTop(cfg, weights, M, B, S, clk_hz=board.clk_hz, mul_plan=plan)
     rtlil_text = rtlil.convert(top, name="top", emit_src=False)
     stat, _ = synthesize_rtlil(rtlil_text, target, workdir, progress=progress)
     counts = _count(_module_types(stat, next(iter(stat["modules"]))), target.family)

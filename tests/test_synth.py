@@ -149,7 +149,9 @@ LUT_CONFIGS = [
 
 @pytest.mark.parametrize("cfg", LUT_CONFIGS, ids=["u8xs8", "s6xs7-sat"])
 def test_lut_style_amaranth_sim(cfg):
-    from test_hw_sim import check_engine, check_mac, check_requant
+    from test_engine import check_engine
+    from test_mac_array import check_mac
+    from test_requantizer import check_requant
     check_mac(cfg)
     check_requant(cfg, count=12)
     check_engine(cfg, batch=3)
@@ -158,7 +160,7 @@ def test_lut_style_amaranth_sim(cfg):
 def test_mixed_plan_engine(monkeypatch):
     """A plan that mixes DSP and LUT products (what ``auto`` with a target gives)."""
     from qmac.hw import mac_array, requant
-    from test_hw_sim import check_engine
+    from test_engine import check_engine
     cfg = LUT_CONFIGS[0].replace(mul_style="auto")
     mixed = MulPlan(mac=(("dsp", "lut", "dsp"), ("lut", "lut", "dsp")), requant=("lut", "dsp"))
     monkeypatch.setattr(mac_array, "plan_multipliers", lambda cfg: mixed)
@@ -166,17 +168,17 @@ def test_mixed_plan_engine(monkeypatch):
     check_engine(cfg, batch=3)
 
 
-def test_lut_style_cocotb(tmp_path_factory):
+def test_lut_style_cocotb(verilator_build):
     from test_cocotb import _check_engine
     cfg = LayerConfig(name="dut", in_features=4, out_features=2, rows=1, cols=2, a_bits=8,
                       w_bits=8, acc_bits=18, m_bits=10, b_bits=20, s_max=12, mul_style="lut")
-    _check_engine(cfg, tmp_path_factory, seed=5, batch=6)
+    _check_engine(cfg, verilator_build, seed=5, batch=6)
 
 
 @pytest.mark.slow
-def test_lut_style_cocotb_larger(tmp_path_factory):
+def test_lut_style_cocotb_larger(verilator_build):
     from test_cocotb import _check_engine
-    _check_engine(LUT_CONFIGS[0], tmp_path_factory, seed=5, batch=6)
+    _check_engine(LUT_CONFIGS[0], verilator_build, seed=5, batch=6)
 
 
 # -- synthesis --------------------------------------------------------------------------------
