@@ -130,6 +130,9 @@ class NetworkTop(wiring.Component):
     ----------
     layers : list of (LayerConfig, weights, M, B, S)
         In order; layer ``l``'s output must be layer ``l + 1``'s input (:func:`check_chain`).
+    mul_plans : list of MulPlan, optional
+        One multiplier plan per layer (:func:`qmac.hw.multiply.plan_multipliers`), as a
+        synthesis for a given part chooses them; default: each layer's own ``mul_style``.
     taps : bool
         Add an observation port per layer boundary (``tap_valid[l]`` high in a cycle in which
         layer ``l`` hands a beat on, ``tap_y<l>`` its outputs), for testbenches that check every
@@ -148,13 +151,21 @@ class NetworkTop(wiring.Component):
     regrouper's ``K_(l+1)/g`` cycles per vector.
     """
 
-    def __init__(self, layers, *, taps=False):
+    def __new__(cls, layers, *, mul_plans=None, taps=False):
+        # Refuse a bad chain before the component exists (no UnusedElaboratable warning).
         if not layers:
             raise ValueError("a network needs at least one layer")
+        check_chain([layer[0] for layer in layers])
+        if mul_plans is not None and len(mul_plans) != len(layers):
+            raise ValueError(f"mul_plans must have one plan per layer ({len(layers)}), not "
+                             f"{len(mul_plans)}")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, layers, *, mul_plans=None, taps=False):
         cfgs = [layer[0] for layer in layers]
-        check_chain(cfgs)
         self.cfgs = cfgs
-        self.engines = [LayerEngine(*layer) for layer in layers]
+        plans = mul_plans or [None] * len(layers)
+        self.engines = [LayerEngine(*layer, mul_plan=plan) for layer, plan in zip(layers, plans)]
         self.taps = taps
         ports = {
             "i": In(stream.Signature(layouts.engine_input_layout(cfgs[0]))),

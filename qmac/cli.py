@@ -40,6 +40,11 @@ def _synth(args):
     return synth(args)
 
 
+def _demo(args):
+    from .demo import demo
+    return demo(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="qmac",
@@ -51,6 +56,31 @@ def build_parser():
         description="Print each tool the flow uses, where it was found and its version. "
                     "Exits non-zero, naming what is missing, when a tool is absent.")
     doctor.set_defaults(run=_doctor)
+
+    demo = commands.add_parser(
+        "demo", help="the whole flow on the bundled digits network, in one command",
+        description="Quantize the bundled digits network (64-64-32-10 with batch norm) for "
+                    "--acc-bits, score the float and integer networks on the 360 test images, "
+                    "run the images through the network's Verilog under Verilator (every "
+                    "layer checked against the golden model), synthesize it for the smallest "
+                    "part it fits, and print one report. Exits 1 on any RTL mismatch.")
+    demo.add_argument("--model", metavar="MODEL.json",
+                      help="a float network description (default: the bundled digits MLP)")
+    demo.add_argument("--acc-bits", type=int, default=16, metavar="P",
+                      help="accumulator width (default 16)")
+    demo.add_argument("--strategy", choices=("databound", "exact", "l1"), default="l1",
+                      help="what must fit the accumulator (default l1; see qmac quantize)")
+    demo.add_argument("--macs", type=int, default=16, metavar="N",
+                      help="processing elements of the largest layer (default 16)")
+    demo.add_argument("--images", type=int, metavar="N",
+                      help="run only the first N test images (default: all 360)")
+    demo.add_argument("--target", choices=("ice40-up5k", "ecp5-25k", "ecp5-45k", "ecp5-85k"),
+                      help="synthesize for this part only (default: the smallest that fits)")
+    demo.add_argument("--no-synth", action="store_true", help="skip synthesis")
+    demo.add_argument("--seed", type=int, default=1, metavar="N",
+                      help="nextpnr placement seed (default 1)")
+    demo.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+    demo.set_defaults(run=_demo)
 
     fold = commands.add_parser(
         "fold", help="quantize a float layer with batch norm into weights and exact M, B, S",

@@ -329,3 +329,44 @@ def generate_network(args):
     print(f"wrote {out / (name + '.v')} and {out / 'manifest.json'} "
           f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
+
+
+def synthesize_network(layers, target, workdir, *, seed=1, freq=None, progress=None):
+    """Synthesize, place and route the network top on ``target`` (inside the fair-timing
+    harness); return the figures of :func:`qmac.synth.implement` plus ``cycles_per_vector``.
+
+    Layers with ``mul_style = "auto"`` share the part's DSPs in proportion to their multipliers;
+    if the netlist still needs more than the part has, every share shrinks and the network is
+    synthesized again (at most three times).
+
+    Raises
+    ------
+    qmac.synth.DoesNotFitError
+        The network does not fit ``target`` (the message names the resource).
+    """
+    from .hw.multiply import plan_multipliers
+    from .hw.network import NetworkTop
+    from .synth import TARGETS, DoesNotFitError, implement
+    target = TARGETS[target] if isinstance(target, str) else target
+    progress = progress or (lambda text: print(text, file=sys.stderr))
+    budget = target.available["dsps"]
+    weights = [cfg.rows * (cfg.cols + 1) for cfg, *_ in layers]
+    for attempt in range(4):
+        plans = []
+        for (cfg, *_), weight in zip(layers, weights):
+            share = budget * weight // sum(weights)
+            plans.append(plan_multipliers(cfg, family=target.family, dsp_budget=share)
+                         if cfg.mul_style == "auto" else plan_multipliers(cfg))
+        top = NetworkTop(layers, mul_plans=plans)
+        result = implement(top, target, Path(workdir) / f"run{attempt}", seed=seed, freq=freq,
+                           progress=progress, allow_unfit=True)
+        if result["dsps"] <= target.available["dsps"] or budget == 0:
+            break
+        progress(f"auto: the network used {result['dsps']} DSPs; moving more multipliers to "
+                 f"LUTs")
+        budget = max(0, budget - (result["dsps"] - target.available["dsps"]))
+    result["cycles_per_vector"] = top.cycles_per_vector
+    if result["fits"] is False:
+        raise DoesNotFitError(f"the network does not fit {target.name}: "
+                              + "; ".join(result.get("fit_problems", [])), result)
+    return result
