@@ -29,7 +29,7 @@ def test_demo_without_synthesis(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--images", "0"], "--images must be between 1 and 360, not 0"),
     (["--acc-bits", "1"], "--acc-bits must be between 2 and 64, not 1"),
-    (["--acc-bits", "8"], "no operand widths of 2..8 bits fit acc_bits = 8"),
+    (["--acc-bits", "8", "--strategy", "exact"], "no operand widths of 2..8 bits fit acc_bits = 8"),
     (["--seed", "-1"], "--seed must be a non-negative integer, not -1"),
     (["--model", "/dev/zero"], "is not a regular file"),
 ])
