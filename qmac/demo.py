@@ -56,9 +56,9 @@ class _Steps:
 
 def run_demo(*, model=None, acc_bits=DEFAULT_ACC_BITS, strategy=DEFAULT_STRATEGY, macs=16,
              images=None, synth=True, targets=TARGET_ORDER, seed=1, workdir=None,
-             stream=sys.stderr):
-    """Run the demo; return the report as a dict."""
-    steps = _Steps(stream, 5 if synth else 4)
+             stream=None):
+    """Run the demo; return the report as a dict. Progress goes to ``stream`` (stderr)."""
+    steps = _Steps(stream or sys.stderr, 5 if synth else 4)
     model = Path(model) if model else resources.files("qmac").joinpath("data/digits_mlp.json")
     try:
         network = load_network(model)
