@@ -337,7 +337,7 @@ def test_pytorch_round_trip_and_float64_agreement(tmp_path):
     assert np.allclose(forward(network, x), want, rtol=1e-12, atol=1e-12)
     qnet = quantize_network(network, data.train_x, acc_bits=24, a_bits=8, w_bits=8)
     # PyTorch in float64 with the quantized weights and the same rounding, layer by layer.
-    x_int, near, total = data.test_x, 0, 0
+    x_int, near, total, float32_differ = data.test_x, 0, 0, 0
     modules = [m for m in model]
     linear_index = [i for i, m in enumerate(modules) if isinstance(m, torch.nn.Linear)]
     for n, (layer, start) in enumerate(zip(qnet.layers, linear_index)):
@@ -353,9 +353,24 @@ def test_pytorch_round_trip_and_float64_agreement(tmp_path):
         near += int(np.sum(np.abs(y - np.floor(y) - 0.5) < 1e-9))
         mismatches = int(np.sum(np.asarray(ours, dtype=np.int64) != torch_int))
         assert mismatches <= near, f"{layer.cfg.name}: {mismatches} of {y.size} outputs differ"
+        # float32 PyTorch: any difference lies within 1e-3 of a rounding tie (in float64).
+        block32 = torch.nn.Sequential(*modules[start:end]).float()
+        with torch.no_grad():
+            saved = block32[0].weight.clone()
+            block32[0].weight.copy_(torch.tensor(layer.weights * layer.s_w[:, None]))
+            y32 = block32(torch.tensor(x_int * layer.s_x, dtype=torch.float32)).double().numpy()
+            block32[0].weight.copy_(saved)
+        model.double()
+        y32 = y32 / layer.s_y
+        int32 = np.clip(np.floor(y32 + 0.5), layer.cfg.y_min, layer.cfg.y_max)
+        differ = np.asarray(ours, dtype=np.int64) != int32
+        float32_differ += int(differ.sum())
+        assert np.all(np.abs(y[differ] - np.floor(y[differ]) - 0.5) < 1e-3)
         total += y.size
         x_int = ours
     assert near == 0 and total == 360 * (16 + 8 + 10)
+    print(f"float32 PyTorch differs on {float32_differ} of {total} outputs, each within 1e-3 of "
+          f"a rounding tie")
 
 
 def test_training_is_reproducible_and_grad_l1_changes_it():
