@@ -64,7 +64,20 @@ def baud_divisor(clk_hz, baud):
     return divisor
 
 
-class UartRx(wiring.Component):
+class _Uart(wiring.Component):
+    """What the receiver and the transmitter share: a checked ``divisor`` (cycles per bit)."""
+
+    def __new__(cls, *, divisor):
+        # Refuse a bad divisor before the component exists (no UnusedElaboratable warning).
+        _check_divisor(divisor)
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, divisor):
+        self.divisor = _check_divisor(divisor)
+        super().__init__()
+
+
+class UartRx(_Uart):
     """UART receiver: the ``rx`` line in, received bytes out on a stream.
 
     ``rx`` passes through a two-flip-flop synchronizer (idle high). A low level after idle starts
@@ -73,10 +86,7 @@ class UartRx(wiring.Component):
     The receiver looks for the next start bit right after sampling the stop bit, so frames may
     follow each other back to back.
 
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, at least 2 (see :func:`baud_divisor`).
+    Parameters: ``divisor``, clock cycles per bit, at least 2 (see :func:`baud_divisor`).
 
     Members
     -------
@@ -105,15 +115,6 @@ class UartRx(wiring.Component):
     o: Out(stream.Signature(8))
     framing_error: Out(1)
     overrun: Out(1)
-
-    def __new__(cls, *, divisor):
-        # Refuse a bad divisor before the component exists (no UnusedElaboratable warning).
-        _check_divisor(divisor)
-        return super().__new__(cls, src_loc_at=1)
-
-    def __init__(self, *, divisor):
-        self.divisor = _check_divisor(divisor)
-        super().__init__()
 
     def elaborate(self, platform):
         divisor = self.divisor
@@ -164,16 +165,13 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_Uart):
     """UART transmitter: bytes in on a stream, the ``tx`` line out.
 
     Each byte becomes a frame of ``10·divisor`` cycles: a low start bit, the 8 data bits LSB
     first, a high stop bit. ``tx`` comes straight from a flip-flop and is high when idle.
 
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, at least 2 (see :func:`baud_divisor`).
+    Parameters: ``divisor``, as for :class:`UartRx`.
 
     Members
     -------
@@ -194,15 +192,6 @@ class UartTx(wiring.Component):
 
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
-
-    def __new__(cls, *, divisor):
-        # Refuse a bad divisor before the component exists (no UnusedElaboratable warning).
-        _check_divisor(divisor)
-        return super().__new__(cls, src_loc_at=1)
-
-    def __init__(self, *, divisor):
-        self.divisor = _check_divisor(divisor)
-        super().__init__()
 
     def elaborate(self, platform):
         divisor = self.divisor

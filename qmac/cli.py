@@ -6,72 +6,77 @@ import argparse
 import sys
 
 
-def _doctor(args):
-    from .doctor import doctor
-    return doctor()
+def _text(paragraph):
+    """One paragraph of help text, written as an indented triple-quoted string."""
+    return " ".join(paragraph.split())
 
 
-def _generate(args):
-    from .flow import generate
-    return generate(args)
+def _command(module, function):
+    """The ``run`` of a subcommand: imports ``qmac.<module>`` only when the command runs, so that
+    ``qmac --help`` stays fast."""
+    def run(args):
+        import importlib
+        return getattr(importlib.import_module(f"qmac.{module}"), function)(args)
+    return run
 
 
-def _analyze(args):
-    from .flow import analyze
-    return analyze(args)
+def _layer_or_network(parser, *, required):
+    """CONFIG (a layer or a quantized network), its --weights and --requant, --allow-overflow."""
+    parser.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
+                        help="layer configuration, or a network written by qmac quantize")
+    parser.add_argument("--weights", metavar="W.npy",
+                        help=f"integer weights, shape (out_features, in_features); needed "
+                             f"{required}")
+    parser.add_argument("--requant", metavar="R.npz",
+                        help=f"requantization parameters: integer arrays M, B, S; needed "
+                             f"{required}")
+    parser.add_argument("--allow-overflow", action="store_true",
+                        help="accept weights that can overflow the accumulator")
 
 
-def _fold(args):
-    from .flow import fold
-    return fold(args)
-
-
-def _simulate(args):
-    from .flow import simulate
-    return simulate(args)
-
-
-def _quantize(args):
-    from .netflow import quantize
-    return quantize(args)
-
-def _synth(args):
-    from .synth import synth
-    return synth(args)
-
-
-def _demo(args):
-    from .demo import demo
-    return demo(args)
+def _network_options(parser, *, strategy, acc_bits_default=None):
+    """The quantization options ``qmac quantize`` and ``qmac demo`` share."""
+    parser.add_argument("--acc-bits", type=int, metavar="P", default=acc_bits_default,
+                        required=acc_bits_default is None,
+                        help="accumulator width of every layer" +
+                        ("" if acc_bits_default is None else f" (default {acc_bits_default})"))
+    parser.add_argument("--strategy", choices=("databound", "exact", "l1"), default=strategy,
+                        help="what must fit the accumulator: the data-type bound, the exact "
+                             "reachable range, or the L1 bound (A2Q-style scaling); default "
+                             f"{strategy}")
+    parser.add_argument("--macs", type=int, default=16, metavar="N",
+                        help="processing elements of the largest layer's MAC array; the "
+                             "other layers get the fewest that keep pace with it (default 16)")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="qmac",
-        description="Generate bit-exact FPGA hardware for quantized neural-network layers.")
+        description=_text("""
+        Generate bit-exact FPGA hardware for quantized neural-network layers.
+        """))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     doctor = commands.add_parser(
         "doctor", help="check that every tool of the flow is installed",
-        description="Print each tool the flow uses, where it was found and its version. "
-                    "Exits non-zero, naming what is missing, when a tool is absent.")
-    doctor.set_defaults(run=_doctor)
+        description=_text("""
+        Print each tool the flow uses, where it was found and its version. Exits non-zero,
+        naming what is missing, when a tool is absent.
+        """))
+    doctor.set_defaults(run=_command("doctor", "doctor_command"))
 
     demo = commands.add_parser(
         "demo", help="the whole flow on the bundled digits network, in one command",
-        description="Quantize the bundled digits network (64-64-32-10 with batch norm) for "
-                    "--acc-bits, score the float and integer networks on the 360 test images, "
-                    "run the images through the network's Verilog under Verilator (every "
-                    "layer checked against the golden model), synthesize it for the smallest "
-                    "part it fits, and print one report. Exits 1 on any RTL mismatch.")
+        description=_text("""
+        Quantize the bundled digits network (64-64-32-10 with batch norm) for --acc-bits, score
+        the float and integer networks on the 360 test images, run the images through the
+        network's Verilog under Verilator (every layer checked against the golden model),
+        synthesize it for the smallest part it fits, and print one report. Exits 1 on any RTL
+        mismatch.
+        """))
     demo.add_argument("--model", metavar="MODEL.json",
                       help="a float network description (default: the bundled digits MLP)")
-    demo.add_argument("--acc-bits", type=int, default=16, metavar="P",
-                      help="accumulator width (default 16)")
-    demo.add_argument("--strategy", choices=("databound", "exact", "l1"), default="l1",
-                      help="what must fit the accumulator (default l1; see qmac quantize)")
-    demo.add_argument("--macs", type=int, default=16, metavar="N",
-                      help="processing elements of the largest layer (default 16)")
+    _network_options(demo, strategy="l1", acc_bits_default=16)
     demo.add_argument("--images", type=int, metavar="N",
                       help="run only the first N test images (default: all 360)")
     demo.add_argument("--target", choices=("ice40-up5k", "ecp5-25k", "ecp5-45k", "ecp5-85k"),
@@ -80,15 +85,16 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=1, metavar="N",
                       help="nextpnr placement seed (default 1)")
     demo.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_command("demo", "demo"))
 
     fold = commands.add_parser(
         "fold", help="quantize a float layer with batch norm into weights and exact M, B, S",
-        description="Quantize the weights of a float layer BN(W·x + bias) per channel "
-                    "(symmetric, w_bits) and fold batch norm and the scales into exact "
-                    "requantization parameters M, B, S: the hardware output equals "
-                    "clamp(round(BN(...)/s_y)) for every accumulator value the weights can "
-                    "reach, with the smallest shift.")
+        description=_text("""
+        Quantize the weights of a float layer BN(W·x + bias) per channel (symmetric, w_bits) and
+        fold batch norm and the scales into exact requantization parameters M, B, S: the
+        hardware output equals clamp(round(BN(...)/s_y)) for every accumulator value the weights
+        can reach, with the smallest shift.
+        """))
     fold.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
     fold.add_argument("--layer", metavar="FLOAT.npz", required=True,
                       help="float layer: W (out x in), gamma, beta, mu, var; optional bias, "
@@ -105,55 +111,45 @@ def build_parser():
                            "accumulator")
     fold.add_argument("--weights-out", metavar="W.npy", required=True)
     fold.add_argument("--requant-out", metavar="R.npz", required=True)
-    fold.set_defaults(run=_fold)
+    fold.set_defaults(run=_command("flow", "fold"))
 
     analyze = commands.add_parser(
         "analyze", help="reachable accumulator range and the widths it needs",
-        description="Report the exact reachable accumulator range of every channel, the "
-                    "minimal safe acc_bits, and the L1 and data-type bounds beside it. Exits 1 "
-                    "when the configured acc_bits can overflow.")
+        description=_text("""
+        Report the exact reachable accumulator range of every channel, the minimal safe
+        acc_bits, and the L1 and data-type bounds beside it. Exits 1 when the configured
+        acc_bits can overflow.
+        """))
     analyze.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
     analyze.add_argument("--weights", metavar="W.npy", required=True,
                          help="integer weights, shape (out_features, in_features)")
     analyze.add_argument("--channels", action="store_true", help="list every channel")
-    analyze.set_defaults(run=_analyze)
+    analyze.set_defaults(run=_command("flow", "analyze"))
 
     generate = commands.add_parser(
         "generate", help="write the Verilog of a layer engine, of the bare blocks, or of a "
                          "network",
-        description="Write DIR/<name>.v (the layer engine with its weights and requantization "
-                    "parameters baked in) and DIR/manifest.json. Without --weights/--requant, "
-                    "write the bare MAC array (DIR/<name>_mac.v) and requantization unit "
-                    "(DIR/<name>_requant.v). Given a network.json of qmac quantize instead of a "
-                    "layer configuration, write the whole network (layer engines chained by "
-                    "streams) as one module.")
-    generate.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
-                          help="layer configuration, or a network written by qmac quantize")
-    generate.add_argument("--weights", metavar="W.npy",
-                          help="integer weights, shape (out_features, in_features)")
-    generate.add_argument("--requant", metavar="R.npz",
-                          help="requantization parameters: integer arrays M, B, S")
+        description=_text("""
+        Write DIR/<name>.v (the layer engine with its weights and requantization parameters
+        baked in) and DIR/manifest.json. Without --weights/--requant, write the bare MAC array
+        (DIR/<name>_mac.v) and requantization unit (DIR/<name>_requant.v). Given a network.json
+        of qmac quantize instead of a layer configuration, write the whole network (layer
+        engines chained by streams) as one module.
+        """))
+    _layer_or_network(generate, required="to write a layer engine")
     generate.add_argument("-o", "--output", metavar="DIR", required=True,
                           help="output folder (created if absent)")
-    generate.add_argument("--allow-overflow", action="store_true",
-                          help="accept weights that can overflow the accumulator")
-    generate.set_defaults(run=_generate)
+    generate.set_defaults(run=_command("flow", "generate"))
 
     simulate = commands.add_parser(
         "simulate", help="run a batch through the generated layer engine (or network) under "
                          "Verilator",
-        description="Run input vectors through the layer engine's Verilog under Verilator "
-                    "(cocotb testbench) and write the outputs. Given a network.json of qmac "
-                    "quantize, run them through the whole network; --check then compares every "
-                    "layer's output with the golden model.")
-    simulate.add_argument("config", metavar="CONFIG.toml|NETWORK.json",
-                          help="layer configuration, or a network written by qmac quantize")
-    simulate.add_argument("--weights", metavar="W.npy",
-                          help="integer weights, shape (out_features, in_features); required "
-                               "with a layer configuration")
-    simulate.add_argument("--requant", metavar="R.npz",
-                          help="requantization parameters: integer arrays M, B, S; required "
-                               "with a layer configuration")
+        description=_text("""
+        Run input vectors through the layer engine's Verilog under Verilator (cocotb testbench)
+        and write the outputs. Given a network.json of qmac quantize, run them through the whole
+        network; --check then compares every layer's output with the golden model.
+        """))
+    _layer_or_network(simulate, required="with a layer configuration")
     simulate.add_argument("--inputs", metavar="X.npy", required=True,
                           help="integer input vectors, shape (batch, in_features)")
     simulate.add_argument("-o", "--output", metavar="Y.npy", required=True,
@@ -169,50 +165,43 @@ def build_parser():
                           help="write a trace (.fst or .vcd)")
     simulate.add_argument("--build-dir", metavar="DIR",
                           help="Verilator build folder (default: a cache folder per design)")
-    simulate.add_argument("--allow-overflow", action="store_true",
-                          help="accept weights that can overflow the accumulator")
-    simulate.set_defaults(run=_simulate)
+    simulate.set_defaults(run=_command("flow", "simulate"))
 
     quantize = commands.add_parser(
         "quantize", help="quantize a float network for an accumulator width, exactly",
-        description="Quantize a float network (JSON + npz, see qmac.network) for accumulator "
-                    "width --acc-bits: per-channel weights, activation scales calibrated on the "
-                    "training data, and exact requantization M, B, S for every layer. Writes "
-                    "one config, weights and requant file per layer and DIR/network.json with "
-                    "every scale; prints each layer's reachable range and widths, and the float "
-                    "and integer accuracy on the test split.")
+        description=_text("""
+        Quantize a float network (JSON + npz, see qmac.network) for accumulator width
+        --acc-bits: per-channel weights, activation scales calibrated on the training data, and exact
+        requantization M, B, S for every layer. Writes one config, weights and requant file per
+        layer and DIR/network.json with every scale; prints each layer's reachable range and
+        widths, and the float and integer accuracy on the test split.
+        """))
     quantize.add_argument("model", metavar="MODEL.json", help="float network description")
-    quantize.add_argument("--acc-bits", type=int, required=True, metavar="P",
-                          help="accumulator width of every layer")
+    _network_options(quantize, strategy="exact")
     quantize.add_argument("--a-bits", type=int, metavar="N",
                           help="activation width of the hidden layers (unsigned)")
     quantize.add_argument("--w-bits", type=int, metavar="M", help="weight width (signed)")
     quantize.add_argument("--auto", action="store_true",
                           help="pick the widest --a-bits/--w-bits (up to 8) that fit --acc-bits")
-    quantize.add_argument("--strategy", choices=("databound", "exact", "l1"), default="exact",
-                          help="what must fit the accumulator: the data-type bound, the exact "
-                               "reachable range (default), or the L1 bound (A2Q-style scaling)")
     quantize.add_argument("--rounding", choices=("half_up", "half_even", "half_away"),
                           default="half_up", help="rounding of the float reference")
     quantize.add_argument("--data", default="digits", metavar="digits|DATA.npz",
                           help="calibration and test data: the bundled digits (default) or an "
                                ".npz with integer train_x, test_x, test_y")
-    quantize.add_argument("--macs", type=int, default=16, metavar="N",
-                          help="processing elements of the largest layer's MAC array; the "
-                               "other layers get the fewest that keep pace with it (default 16)")
     quantize.add_argument("-o", "--output", metavar="DIR", required=True,
                           help="output folder (created if absent)")
-    quantize.set_defaults(run=_quantize)
+    quantize.set_defaults(run=_command("netflow", "quantize"))
 
     from .synth import TARGETS
     synth = commands.add_parser(
         "synth", help="synthesize, place and route a layer engine; report resources and Fmax",
-        description="Generate the layer engine, synthesize it with Yosys and place and route "
-                    "it with nextpnr inside a fair-timing harness (registered inputs from one "
-                    "pin, outputs XOR-reduced into one pin). Reports LUTs, flip-flops, carry "
-                    "cells, DSPs and block RAMs (used and available), Fmax and the kind of "
-                    "critical path, and the area per block. Exits 1 when the design does not "
-                    "fit the part, naming the resource.")
+        description=_text("""
+        Generate the layer engine, synthesize it with Yosys and place and route it with nextpnr
+        inside a fair-timing harness (registered inputs from one pin, outputs XOR-reduced into
+        one pin). Reports LUTs, flip-flops, carry cells, DSPs and block RAMs (used and
+        available), Fmax and the kind of critical path, and the area per block. Exits 1 when the
+        design does not fit the part, naming the resource.
+        """))
     synth.add_argument("config", metavar="CONFIG.toml", help="layer configuration")
     synth.add_argument("--weights", metavar="W.npy",
                        help="integer weights (default: random full-range weights)")
@@ -234,7 +223,7 @@ def build_parser():
                             "folder under the system temp folder)")
     synth.add_argument("--no-blocks", action="store_true",
                        help="skip the hierarchical synthesis that gives the area per block")
-    synth.set_defaults(run=_synth)
+    synth.set_defaults(run=_command("synth", "synth"))
     return parser
 
 

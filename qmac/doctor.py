@@ -111,3 +111,8 @@ def doctor(out=None):
         return 1
     print("\nall tools found", file=out)
     return 0
+
+
+def doctor_command(args):
+    """``qmac doctor``."""
+    return doctor()

@@ -262,12 +262,7 @@ def simulate(args):
     finally:
         if progress is not None:
             progress.close()
-    if run.timed_out:
-        raise UserError(f"the simulation timed out after {run.cycles} cycles with "
-                        f"{len(run.outputs)} of {n_outputs} output beats")
-    if run.extra:
-        raise UserError(f"the engine sent {len(run.extra)} output beat(s) more than "
-                        f"{n_outputs}")
+    netflow.check_stream_run(run, n_outputs, sender="the engine")
     y, flags, last = beats.engine_outputs(cfg, run.outputs)
     write_npy(output, y)
     rate = run.cycles / run.seconds if run.seconds else 0.0

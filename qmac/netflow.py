@@ -214,16 +214,20 @@ def simulate_network_rtl(layers, x, *, build_dir, stall=0.0, seed=0, progress=No
     run = run_stream(built, in_beats, n_outputs=n_outputs, stall=stall, seed=seed,
                      in_width=engine_input_layout(first).size, label="network",
                      progress=progress, taps=len(layers) - 1, max_cycles=max_cycles)
-    if run.timed_out:
-        raise UserError(f"the simulation timed out after {run.cycles} cycles with "
-                        f"{len(run.outputs)} of {n_outputs} output beats")
-    if run.extra:
-        raise UserError(f"the network sent {len(run.extra)} output beat(s) more than "
-                        f"{n_outputs}")
+    check_stream_run(run, n_outputs, sender="the network")
     y, _, _ = beats.engine_outputs(last, run.outputs)
     outputs = [_decode_tap(layer[0], tap, len(x)) for layer, tap in zip(layers, run.taps)]
     outputs.append(np.asarray(y, dtype=np.int64))
     return outputs, run
+
+
+def check_stream_run(run, n_outputs, *, sender):
+    """Raise :class:`UserError` when a stream run timed out or ``sender`` sent extra beats."""
+    if run.timed_out:
+        raise UserError(f"the simulation timed out after {run.cycles} cycles with "
+                        f"{len(run.outputs)} of {n_outputs} output beats")
+    if run.extra:
+        raise UserError(f"{sender} sent {len(run.extra)} output beat(s) more than {n_outputs}")
 
 
 def first_mismatch(layers, got, want):

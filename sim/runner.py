@@ -49,7 +49,7 @@ class BuildChangedError(RuntimeError):
 
 
 @contextlib.contextmanager
-def _verilator_environment():
+def verilator_environment():
     """Run the cocotb runner with Verilator on ``PATH`` (it reads ``os.environ``), then put the
     environment back. Pytest's ``PYTEST_CURRENT_TEST`` is hidden so that the runner does not
     name its result files after the calling test."""
@@ -135,7 +135,7 @@ def _build_locked(name, build_dir, verilog_text, stamp, waves, log):
                              "not ship (Debian: apt-get install liblz4-dev); write a .vcd trace "
                              "instead")
         build_args.append("--trace-fst")
-    with _verilator_environment():
+    with verilator_environment():
         runner = get_runner("verilator")
         runner.build(sources=[verilog_path], hdl_toplevel=name,
                      build_dir=build_dir / "sim_build", build_args=build_args,
@@ -260,7 +260,7 @@ def run_stream(built, inputs, *, n_outputs, in_width, expected=None, stall=0.0, 
 def _run_testbench(built, run_dir, plan_path, result_path, log_path, waves_file, test_args):
     from cocotb_tools.runner import get_runner
 
-    with _verilator_environment():
+    with verilator_environment():
         runner = get_runner("verilator")
         return runner.test(
             test_module="qmac.sim.tb_stream", hdl_toplevel=built.name, hdl_toplevel_lang="verilog",

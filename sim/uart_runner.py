@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tools import verilator_env
+from .runner import verilator_environment
 
 
 __all__ = ["UartRun", "run_uart"]
@@ -27,20 +26,6 @@ class UartRun:
     passed: bool
     seconds: float
     log: str
-
-
-@contextlib.contextmanager
-def _environment():
-    """Verilator on ``PATH`` for the cocotb runner (which reads ``os.environ``), without pytest's
-    ``PYTEST_CURRENT_TEST`` (the runner would name its files after it); restored afterwards."""
-    saved = os.environ.copy()
-    os.environ.update(verilator_env())
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def run_uart(built, cfg, x, *, divisor, reset_cycles, window=2, gap=0.0, max_gap_bits=3,
@@ -87,7 +72,7 @@ def run_uart(built, cfg, x, *, divisor, reset_cycles, window=2, gap=0.0, max_gap
     plan_path.write_text(json.dumps(plan))
     log_path = run_dir / "sim.log"
     start = time.perf_counter()
-    with _environment():
+    with verilator_environment():
         runner = get_runner("verilator")
         results_xml = runner.test(
             test_module="qmac.sim.tb_uart", hdl_toplevel=built.name,
