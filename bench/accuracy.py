@@ -74,12 +74,14 @@ def networks(seeds):
 
 
 def cell(values):
-    values = [v for v in values if v is not None]
-    if not values:
+    """Mean ± standard deviation in %; "(k/n)" when only k of n seeds fit; "--" when none."""
+    fitted = [v for v in values if v is not None]
+    if not fitted:
         return "--"
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * np.mean(values):.2f}±{100 * np.std(values):.2f}"
+    share = "" if len(fitted) == len(values) else f" ({len(fitted)}/{len(values)})"
+    if len(fitted) == 1:
+        return f"{100 * fitted[0]:.2f}{share}"
+    return f"{100 * np.mean(fitted):.2f}±{100 * np.std(fitted):.2f}{share}"
 
 
 def main(argv=None):
@@ -108,7 +110,7 @@ def main(argv=None):
               "committed checkpoint")
     print(f"\n(a) integer accuracy (%) of the plain network, 360 test images, {source}; "
           f"float: {cell(floats)}")
-    header = f"{'acc_bits':>8} " + " ".join(f"{f'{s} {b}/{b}':>17}" for s in STRATEGIES
+    header = f"{'acc_bits':>8} " + " ".join(f"{f'{s} {b}/{b}':>21}" for s in STRATEGIES
                                             for b in operands)
     print(header)
     for acc_bits in acc_list:
@@ -120,7 +122,7 @@ def main(argv=None):
                 cells.append(cell(values))
                 rows.append({"table": "a", "acc_bits": acc_bits, "strategy": strategy,
                              "bits": bits, "values": values})
-        print(f"{acc_bits:>8} " + " ".join(f"{c:>17}" for c in cells), flush=True)
+        print(f"{acc_bits:>8} " + " ".join(f"{c:>21}" for c in cells), flush=True)
     print(f"\n(b) post-training quantization, accuracy (%), acc_bits 32, exact strategy, "
           f"{source}")
     print(f"{'model':<24} {'float':>12} " + " ".join(f"{f'{b}-bit':>12}" for b in PTQ_BITS))
