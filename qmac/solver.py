@@ -103,7 +103,7 @@ from qmac.hw.config import signed_range, signed_width
 from .target import check_channels, check_int_scalar, runs
 
 
-__all__ = ["InfeasibleError", "ChannelReport", "Requant", "ChannelConstraints", "solve",
+__all__ = ["InfeasibleError", "ChannelReport", "RequantSolution", "ChannelConstraints", "solve",
            "solve_layer"]
 
 
@@ -169,7 +169,7 @@ class ChannelConstraints:
     feasible ``M`` and ``B`` at a shift. Arguments as for :func:`qmac.target.runs`.
     """
 
-    __slots__ = ("lower", "upper", "runs", "window", "s_exact", "never")
+    __slots__ = ("lower", "upper", "runs", "window", "s_exact", "never_reason")
 
     def __init__(self, k, b, lo, hi, y_min, y_max, rounding):
         starts, ends, levels = runs(k, b, lo, hi, y_min, y_max, rounding)
@@ -185,8 +185,8 @@ class ChannelConstraints:
                 upper.extend((a, y + 1) for a in ends_of_run)
         self.lower = _upper_hull(lower)
         self.upper = _lower_hull(upper)
-        self.never = self._never_exact()
-        self.s_exact = None if self.never else self._smallest_exact_shift()
+        self.never_reason = self._never_exact()
+        self.s_exact = None if self.never_reason else self._smallest_exact_shift()
 
     def _never_exact(self):
         """Return ``None`` if some shift makes the channel exact, else the reason it cannot."""
@@ -340,7 +340,7 @@ class ChannelReport:
 
 
 @dataclass(frozen=True)
-class Requant:
+class RequantSolution:
     """Per-channel requantization parameters and the solver's report.
 
     Attributes
@@ -410,11 +410,11 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
         One ``S`` for all channels: the smallest that works for every channel.
     strict : bool
         Raise :class:`InfeasibleError` if any channel is infeasible (the default). With
-        ``strict=False`` the result lists them in :attr:`Requant.infeasible` instead.
+        ``strict=False`` the result lists them in :attr:`RequantSolution.infeasible` instead.
 
     Returns
     -------
-    Requant
+    RequantSolution
 
     Raises
     ------
@@ -466,8 +466,8 @@ def solve(k, b, acc_lo, acc_hi, *, y_min, y_max, rounding="half_up", m_bits=16, 
 
     def own_reason(c):
         ch = channels[c]
-        if ch.never is not None:
-            return f"channel {c}: no (M, B, S) of any width matches the target; {ch.never}"
+        if ch.never_reason is not None:
+            return f"channel {c}: no (M, B, S) of any width matches the target; {ch.never_reason}"
         mb, bb = exact_widths[c]
         if ch.s_exact > s_max:
             return (f"channel {c}: no (M, B) with {text} matches the target; the smallest "
@@ -514,7 +514,7 @@ def _result(reports, shared_shift, strict):
     B = exact_array([r.B if r.feasible else 0 for r in reports])
     S = exact_array([r.S if r.feasible else 0 for r in reports])
     ok = [r for r in reports if r.feasible]
-    result = Requant(M=M, B=B, S=S, feasible=feasible, channels=reports,
+    result = RequantSolution(M=M, B=B, S=S, feasible=feasible, channels=reports,
                      m_bits=max((r.m_bits for r in ok), default=1),
                      b_bits=max((r.b_bits for r in ok), default=1),
                      s_needed=max((r.S for r in ok), default=0),
