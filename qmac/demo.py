@@ -144,8 +144,9 @@ def format_report(report):
     acc = report["accuracy"]
     rtl = report["rtl"]
     lines = ["", f"qmac demo: {Path(report['model']).name}, {report['acc_bits']}-bit "
-                 f"accumulators, strategy {report['strategy']}, operands "
-                 f"{report['a_bits']}/{report['w_bits']} bits (activations/weights)", ""]
+                 f"accumulators, strategy {report['strategy']}, hidden activations "
+                 f"{report['a_bits']} bits, weights {report['w_bits']} bits (the first layer "
+                 f"takes the input's own width)", ""]
     lines.append(f"  accuracy on {acc['images']} test images: float {acc['float']:.2%}, "
                  f"integer {acc['integer']:.2%}, RTL {acc['rtl']:.2%}")
     lines.append(f"  RTL against the golden model: {rtl['mismatches']} mismatches in "

@@ -360,6 +360,8 @@ def check_output_file(path, flag, *, suffixes, inputs=None):
 def check_output_folder(path, flag, *, files=(), inputs=None):
     """Check, before any work, that ``path`` is (or can be made) a writable folder and that the
     ``files`` to be written in it are none of the ``inputs``."""
+    if str(path) == "":
+        raise UserError(f"{flag} is empty; name a folder")
     path = Path(path)
     if path.exists():
         if not path.is_dir():

@@ -41,12 +41,19 @@ def load_dataset(spec, network):
         if x.dtype.kind not in "iu" or x.ndim != 2 or x.shape[1] != network.in_features:
             raise UserError(f"--data {spec}: {name} must be integers of shape (n, "
                             f"{network.in_features}), not {x.dtype} {tuple(x.shape)}")
+        if not len(x):
+            raise UserError(f"--data {spec}: {name} has no rows (it calibrates or scores the "
+                            f"network)")
         if x.size and (x.min() < network.input_min or x.max() > network.input_max):
             raise UserError(f"--data {spec}: {name} leaves the network's input range "
                             f"[{network.input_min}, {network.input_max}]")
     if test_y.ndim != 1 or len(test_y) != len(test_x):
         raise UserError(f"--data {spec}: test_y must have shape ({len(test_x)},), not "
                         f"{tuple(test_y.shape)}")
+    if test_y.min() < 0 or test_y.max() >= network.out_features:
+        bad = int(test_y.min()) if test_y.min() < 0 else int(test_y.max())
+        raise UserError(f"--data {spec}: test_y holds the label {bad}; labels are classes "
+                        f"0..{network.out_features - 1} (the network's outputs)")
     return train_x, test_x, test_y
 
 
@@ -78,7 +85,16 @@ def quantize(args):
         raise UserError(f"--acc-bits must be between 2 and 64, not {args.acc_bits}")
     if not 1 <= args.macs <= 4096:
         raise UserError(f"--macs must be between 1 and 4096, not {args.macs}")
-    out = check_output_folder(args.output, "-o", inputs={"MODEL": args.model})
+    for flag, value in (("--a-bits", args.a_bits), ("--w-bits", args.w_bits)):
+        if value is not None and not 2 <= value <= 32:
+            raise UserError(f"{flag} must be between 2 and 32, not {value}")
+    model_path = Path(args.model)
+    inputs = {"MODEL": model_path, "MODEL arrays": model_path.with_suffix(".npz")}
+    if args.data != "digits":
+        inputs["--data"] = args.data
+    names = ["network.json"] + [f"{block.name}{suffix}" for block in network.blocks()
+                                for suffix in (".toml", "_weights.npy", "_requant.npz")]
+    out = check_output_folder(args.output, "-o", files=names, inputs=inputs)
     train_x, test_x, test_y = load_dataset(args.data, network)
     started = time.perf_counter()
     print(f"quantizing {args.model} at acc_bits = {args.acc_bits}, strategy {args.strategy} "
@@ -105,6 +121,13 @@ def quantize(args):
               f"{f'{cfg.a_bits}/{cfg.w_bits}':>5} "
               f"{span:>26} {layer.min_acc_bits:>5} {layer.datatype_bits:>8} {cfg.acc_bits:>4} "
               f"{f'{cfg.m_bits}/{cfg.b_bits}/{cfg.s_max}':>11}")
+    for layer in qnet.layers:
+        dead = [c for c in range(layer.cfg.N) if layer.acc_lo[c] == layer.acc_hi[c]]
+        if dead:
+            print(f"warning: layer {layer.cfg.name}: {len(dead)} of {layer.cfg.N} channel(s) "
+                  f"have a constant accumulator (all their {layer.cfg.w_bits}-bit weights are "
+                  f"0): channels {', '.join(map(str, dead[:10]))}"
+                  f"{' ...' if len(dead) > 10 else ''}", file=sys.stderr)
     scores = accuracy_report(network, qnet, test_x, test_y)
     print(f"accuracy on {scores['images']} test images: float {scores['float']:.4f}, "
           f"integer {scores['integer']:.4f} (same class for {scores['agree']:.2%})")
@@ -165,6 +188,18 @@ def load_quantized_network(path):
     except ValueError as error:
         raise UserError(f"{path}: {error}") from None
     return layers
+
+
+def network_files(path):
+    """``{label: path}`` of every file a quantized network file names (for output checks);
+    empty when the file cannot be read (the loader then reports why)."""
+    try:
+        document = json.loads(Path(path).read_text())
+        return {f"{key} of layers[{index}]": Path(path).parent / entry[key]
+                for index, entry in enumerate(document["layers"])
+                for key in ("config", "weights", "requant") if isinstance(entry[key], str)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def golden_outputs(layers, x):
@@ -267,7 +302,8 @@ def simulate_network(args):
     if args.waves is not None:
         raise UserError("--waves is not supported for a network yet; simulate one layer")
     output = check_output_file(args.output, "-o", suffixes=(".npy",),
-                               inputs={"CONFIG": args.config, "--inputs": args.inputs})
+                               inputs={"CONFIG": args.config, "--inputs": args.inputs,
+                                       **network_files(args.config)})
     layers = load_quantized_network(args.config)
     x = load_inputs(layers[0][0], args.inputs)
     build_dir = _network_build_dir(layers, args.build_dir)
@@ -310,7 +346,7 @@ def generate_network(args):
     layers = load_quantized_network(args.config)
     name = network_name(layers)
     out = check_output_folder(args.output, "-o", files=(f"{name}.v", "manifest.json"),
-                              inputs={"CONFIG": args.config})
+                              inputs={"CONFIG": args.config, **network_files(args.config)})
     for cfg, weights, *_ in layers:
         from .accumulator import AccumulatorOverflowError, check_accumulator
         try:

@@ -337,6 +337,10 @@ def load_network(path):
     x_max = _field(input_where, entry, "max", (int,))
     if x_min > x_max:
         raise NetworkError(f"{input_where}: min = {x_min} is above max = {x_max}")
+    for key, value in (("min", x_min), ("max", x_max)):
+        if abs(value) >= 1 << 32:
+            raise NetworkError(f"{input_where}: field {key!r} = {value} is outside the 32-bit "
+                               f"integers qmac's inputs can be")
     entries = _field(where, document, "layers", (list,))
     layers = []
     for i, entry in enumerate(entries):
@@ -376,6 +380,11 @@ def _load_layer(where, entry, arrays):
     if not name.isidentifier() or not name.isascii() or len(name) > 64:
         raise NetworkError(f"{where}: field 'name' must be an identifier of at most 64 ASCII "
                            f"characters, not {name!r}")
+    from .hw.config import ConfigError, LayerConfig
+    try:
+        LayerConfig(name=name)          # it names the layer's hardware module
+    except ConfigError as error:
+        raise NetworkError(f"{where}: field 'name': {error}") from None
     where = f"{where} ({name})"
     if kind == "linear":
         _check_keys(where, entry, ("kind", "name", "in_features", "out_features", "bias"))
@@ -399,8 +408,8 @@ def _load_layer(where, entry, arrays):
     bad = ~(var + eps > 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise NetworkError(f"{where}: running_var[{i}] + eps = {var[i] + eps!r} must be "
-                           f"positive")
+        raise NetworkError(f"{where}: running_var[{i}] + eps = {float(var[i] + eps)!r} must "
+                           f"be positive")
     return BatchNorm(name, gamma, beta, mean, var, eps)
 
 

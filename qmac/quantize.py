@@ -200,9 +200,11 @@ def quantize_network(network, calibration_x, *, acc_bits, a_bits, w_bits, strate
         W = block.linear.W
         n, k = W.shape
         rows, cols = shapes[index]
-        layer_a_bits, layer_a_signed = (in_bits, in_signed) if index == 0 else (a_bits, False)
-        if block.relu and not last:
-            out_bits, out_signed = a_bits, False
+        layer_a_bits, layer_a_signed = (in_bits, in_signed) if index == 0 else \
+            (a_bits, prev_signed)
+        if not last:
+            # A hidden block outputs the next block's activations: unsigned after a ReLU.
+            out_bits, out_signed = a_bits, not block.relu
         else:
             out_bits, out_signed = LOGIT_BITS, True
         try:
@@ -251,7 +253,7 @@ def quantize_network(network, calibration_x, *, acc_bits, a_bits, w_bits, strate
             s_x=s_x, s_w=s_w, s_y=s_y, acc_lo=list(report.lo), acc_hi=list(report.hi),
             min_acc_bits=report.min_acc_bits, datatype_bits=report.datatype_bits,
             l1_bits=report.l1_bits))
-        s_x = s_y
+        s_x, prev_signed = s_y, out_signed
     return QuantizedNetwork(tuple(layers), strategy, acc_bits, a_bits, w_bits, rounding)
 
 

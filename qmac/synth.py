@@ -638,6 +638,9 @@ def synth(args):
                             seed=args.seed, freq=args.freq, blocks=not args.no_blocks)
     except DoesNotFitError as failure:
         error, result = failure, failure.result
+    except SynthError as failure:        # a tool failed on a valid design: not bad input
+        print(f"qmac synth: error: {failure}", file=sys.stderr)
+        return 1
     if result is not None:
         result["tools"] = tool_versions(target)
         result["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -649,7 +652,12 @@ def synth(args):
         print(f"qmac synth: error: {error}", file=sys.stderr)
         return 1
     if args.bitstream:
-        path = build_bitstream(cfg, weights, M, B, S, target, workdir / "board", seed=args.seed)
+        try:
+            path = build_bitstream(cfg, weights, M, B, S, target, workdir / "board",
+                                   seed=args.seed)
+        except SynthError as failure:
+            print(f"qmac synth: error: {failure}", file=sys.stderr)
+            return 1
         print(f"wrote {path}", file=sys.stderr)
     print(f"run folder: {workdir}", file=sys.stderr)
     return 0

@@ -97,21 +97,26 @@ def main(argv=None):
         "\n\n")[0])
     parser.add_argument("-o", "--output", required=True, metavar="NET.json",
                         help="the network description to write (arrays go beside it as .npz)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights and the batch order (default 0)")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs (default 60)")
     parser.add_argument("--grad-l1", type=float, default=0.0, metavar="LAMBDA",
                         help="weight of the gradient-L1 term (default 0: off)")
     args = parser.parse_args(argv)
-    if args.seed < 0 or args.epochs < 1 or not args.grad_l1 >= 0:
-        parser.error("--seed must be >= 0, --epochs >= 1 and --grad-l1 >= 0")
+    import math
+    for flag, bad in (("--seed", args.seed < 0), ("--epochs", args.epochs < 1),
+                      ("--grad-l1", not (args.grad_l1 >= 0 and math.isfinite(args.grad_l1)))):
+        if bad:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            parser.error(f"{flag} must be {'>= 1' if flag == '--epochs' else '>= 0'}, not "
+                         f"{value}")
     if not args.output.endswith(".json"):
         parser.error(f"-o must name a .json file, not {args.output!r}")
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("qmac train: error: PyTorch is not installed (pip install -e \".[train]\")",
-              file=sys.stderr)
-        return 2
+        parser.exit(2, f"{parser.prog}: error: PyTorch is not installed "
+                       f"(pip install -e \".[train]\")\n")
     from .digits import INPUT_MAX, INPUT_MIN, INPUT_SCALE, load_digits
     from .network import from_torch, save_network
     data = load_digits()

@@ -389,3 +389,86 @@ def test_training_is_reproducible_and_grad_l1_changes_it():
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert not all(np.array_equal(a, b) for a, b in zip(first, weights(seed=5, grad_l1=0.01)))
     assert torch is not None
+
+
+# -- what a hostile tester found ----------------------------------------------------------------
+
+def test_hidden_block_without_relu_has_signed_activations(tmp_path):
+    rng = np.random.default_rng(5)
+    network = small_network(rng, sizes=(16, 12, 8, 4))
+    layers = [layer for layer in network.layers]
+    del layers[2]                                   # fc1, bn1, (no ReLU), fc2, bn2, ReLU, fc3
+    network = Network(tuple(layers), 1 / 16, 0, 16)
+    x = rng.integers(0, 17, size=(200, 16))
+    qnet = quantize_network(network, x, acc_bits=24, a_bits=6, w_bits=6)
+    assert qnet.layers[0].cfg.out_signed and qnet.layers[1].cfg.a_signed
+    assert not qnet.layers[1].cfg.out_signed and not qnet.layers[2].cfg.a_signed
+    got = qnet.run(x)
+    want, near = reference_layer_outputs(network, qnet, x)
+    assert near == 0 and all(np.array_equal(np.asarray(g, dtype=np.int64), w)
+                             for g, w in zip(got, want))
+
+
+def _data(tmp_path, **changes):
+    data = load_digits()
+    arrays = {"train_x": data.train_x, "test_x": data.test_x, "test_y": data.test_y, **changes}
+    np.savez(tmp_path / "d.npz", **arrays)
+    return str(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"train_x": np.zeros((0, 64), dtype=np.int64)}, "train_x has no rows"),
+    ({"test_x": np.zeros((0, 64), dtype=np.int64), "test_y": np.zeros(0, dtype=np.int64)},
+     "test_x has no rows"),
+    ({"test_y": np.full(360, 10)}, "test_y holds the label 10; labels are classes 0..9"),
+    ({"test_y": np.full(360, -1)}, "test_y holds the label -1"),
+])
+def test_quantize_bad_data(tmp_path, capsys, changes, message):
+    code = cli.main(["quantize", str(DATA / "digits_mlp.json"), "--acc-bits", "16", "--auto",
+                     "--data", _data(tmp_path, **changes), "-o", str(tmp_path / "q")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantize_never_overwrites_its_inputs(tmp_path, capsys):
+    model = tmp_path / "network.json"
+    save_network(load_network(DATA / "digits_mlp.json"), model)
+    before = model.read_bytes()
+    code = cli.main(["quantize", str(model), "--acc-bits", "16", "--auto", "-o", str(tmp_path)])
+    assert code == 2 and "qmac never overwrites an input" in capsys.readouterr().err
+    assert model.read_bytes() == before
+    data = _data(tmp_path)
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "fc1_requant.npz").write_bytes((tmp_path / "d.npz").read_bytes())
+    code = cli.main(["quantize", str(DATA / "digits_mlp.json"), "--acc-bits", "16", "--auto",
+                     "--data", str(tmp_path / "q" / "fc1_requant.npz"), "-o", str(tmp_path / "q")])
+    assert code == 2 and "is the same file as --data" in capsys.readouterr().err
+    assert data
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--auto", "-o", ""], "-o is empty; name a folder"),
+    (["--a-bits", "0", "--w-bits", "4"], "--a-bits must be between 2 and 32, not 0"),
+    (["--a-bits", "4", "--w-bits", "1"], "--w-bits must be between 2 and 32, not 1"),
+])
+def test_quantize_flags_named(tmp_path, capsys, args, message):
+    argv = ["quantize", str(DATA / "digits_mlp.json"), "--acc-bits", "16", *args]
+    if "-o" not in args:
+        argv += ["-o", str(tmp_path / "q")]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quantize_warns_about_dead_channels(tmp_path, capsys):
+    assert cli.main(["quantize", str(DATA / "digits_mlp.json"), "--acc-bits", "8", "--auto",
+                     "--strategy", "l1", "-o", str(tmp_path / "q")]) == 0
+    assert "have a constant accumulator (all their" in capsys.readouterr().err
+
+
+def test_layer_named_like_a_verilog_keyword_is_refused_at_load(tmp_path):
+    document, arrays = _valid()
+    document["layers"][0]["name"] = "module"
+    arrays = {key.replace("fc1.", "module."): value for key, value in arrays.items()}
+    with pytest.raises(NetworkError, match=r"layers\[0\]: field 'name': .*Verilog keyword"):
+        load_network(_write(tmp_path, document, arrays))

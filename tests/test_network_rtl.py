@@ -112,3 +112,14 @@ def test_digits_test_split_through_the_rtl(tmp_path, capsys):
                      str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "--check"]) == 0
     scores = np.load(tmp_path / "y.npy")
     assert (scores.argmax(1) == data.test_y).mean() > 0.95
+
+
+def test_output_that_is_a_layer_file_is_refused(tiny, capsys):
+    folder, path, _, _ = tiny
+    target = folder / "l1_w.npy"
+    before = target.read_bytes()
+    code = cli.main(["simulate", str(path), "--inputs", str(folder / "x.npy"), "-o",
+                     str(target)])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights of layers[1]" in err and "never overwrites an input" in err
+    assert target.read_bytes() == before
