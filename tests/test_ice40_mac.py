@@ -113,7 +113,7 @@ def test_dual_product_rejects_bad_operands():
 
 # -- the plan ----------------------------------------------------------------------------------
 
-EXAMPLE = LayerConfig.from_toml("examples/layer.toml")
+EXAMPLE = LayerConfig.from_toml(Path(__file__).resolve().parent.parent / "examples/layer.toml")
 
 
 def test_auto_packs_example_on_up5k():
@@ -282,9 +282,14 @@ GATE_CONFIGS = [
     LayerConfig(name="dut", rows=3, cols=1, in_features=3, out_features=6, a_bits=6,
                 a_signed=True, w_bits=7, acc_bits=13, overflow="saturate"),
 ]
+# Each gate-level build takes about a minute (Verilator compiles the whole netlist): the
+# second configuration runs with ``-m slow``.
+GATE_PARAMS = [pytest.param(GATE_CONFIGS[0], id=cfg_id(GATE_CONFIGS[0])),
+               pytest.param(GATE_CONFIGS[1], id=cfg_id(GATE_CONFIGS[1]),
+                            marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("cfg", GATE_CONFIGS, ids=cfg_id)
+@pytest.mark.parametrize("cfg", GATE_PARAMS)
 def test_gate_level_mac_array(cfg, tmp_path):
     plan = ice40_plan(cfg)
     assert plan.primitives and plan.counts()["mac_dsp2"] == cfg.rows * cfg.cols
