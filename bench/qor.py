@@ -38,8 +38,9 @@ from amaranth.lib.wiring import In, Out
 from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
 from qmac.hw.mac_array import MacArray
-from qmac.hw.multiply import plan_multipliers
-from qmac.synth import TARGETS, DoesNotFitError, SynthError, implement, place_and_route
+from qmac.hw.multiply import MulPlan, plan_multipliers
+from qmac.synth import (TARGETS, DoesNotFitError, SynthError, _registered_mac16_bound,
+                        implement, place_and_route)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,11 +82,19 @@ def benchmark_set(quick):
          ["ecp5-45k", "ecp5-85k"]),
         ("example", f"example layer engine {example.rows}x{example.cols}, auto", "engine",
          example, ["ice40-up5k", "ecp5-25k", "ecp5-45k"]),
+        # Issue 8, target 3: the example's MAC array (u8 x s8, acc20) on the UP5K, its 16
+        # products two per SB_MAC16 (auto picks "dsp2"), against what auto gave before
+        # (half the products on 16x16 SB_MAC16s, half in LUTs).
+        ("T3-dsp2", f"example MAC array {example.rows}x{example.cols}, 2 per SB_MAC16",
+         "mac", example, ["ice40-up5k"]),
+        ("T3-before", f"example MAC array {example.rows}x{example.cols}, 1 per DSP + LUT",
+         "mac-before", example, ["ice40-up5k"]),
     ]
     if quick:
         keep = {"B1-dsp": ["ice40-up5k", "ecp5-25k"], "B1-lut": ["ecp5-25k"],
                 "B3": ["ecp5-25k"], "B4-acc24": ["ecp5-25k"], "B5": ["ecp5-45k"],
-                "example": ["ecp5-25k"]}
+                "example": ["ecp5-25k"], "T3-dsp2": ["ice40-up5k"],
+                "T3-before": ["ice40-up5k"]}
         rows = [(i, d, k, c, keep[i]) for i, d, k, c, t in rows if i in keep]
     return rows
 
@@ -103,6 +112,14 @@ def component_for(kind, cfg, target):
                            mul_plan=plan), plan
     if kind == "mac":
         plan = plan_multipliers(cfg, family=target.family, dsp_budget=target.available["dsps"])
+        return MacArray(cfg, mul_plan=plan), plan
+    if kind == "mac-before":
+        # The plan auto made before products were packed: every product on a 16x16 DSP, then
+        # whole columns to LUTs (the first columns first) until the DSPs fit.
+        keep = min(cfg.cols, target.available["dsps"] // cfg.rows)
+        mac = tuple(tuple("lut" if c < cfg.cols - keep else "dsp" for c in range(cfg.cols))
+                    for _ in range(cfg.rows))
+        plan = MulPlan(mac=mac, requant=("lut",) * cfg.rows)
         return MacArray(cfg, mul_plan=plan), plan
     return Accumulator(cfg), None
 
@@ -137,6 +154,11 @@ def measure(kind, cfg, target_name, seeds, workdir, log):
                           if "$PACKER_GND" not in name))
     result["fmax_seeds"] = [round(f, 2) for f in fmaxes]
     result["fmax_median"] = round(statistics.median(fmaxes), 2)
+    # iCE40 with registered 8x8 SB_MAC16 pairs only: the Fmax with the DSP's own delays.
+    bounds = [_registered_mac16_bound(Path(workdir) / "netlist.json", f) for f in fmaxes]
+    if target.family == "ice40" and bounds and all(bounds):
+        result["fmax_bound_seeds"] = [b["fmax_mhz"] for b in bounds]
+        result["fmax_bound_median"] = round(statistics.median(result["fmax_bound_seeds"]), 2)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -185,7 +207,7 @@ def main(argv=None):
             acc_ref[key] = ref.get("fmax_median")
 
     header = ["id", "config", "target", "LUT", "FF", "carry", "DSP", "BRAM", "Fmax_MHz",
-              "Fmax_seeds", "MAC_per_cycle", "GMAC_s", "DSP_eff", "f_ref_DSP_MHz",
+              "Fmax_seeds", "Fmax_DSP_bound_MHz", "MAC_per_cycle", "GMAC_s", "DSP_eff", "f_ref_DSP_MHz",
               "MMAC_s_per_LUT", "acc_Fmax_MHz", "clock_util", "critical_path", "fits"]
     table = []
     for ident, description, kind, cfg, target, result in rows:
@@ -200,7 +222,8 @@ def main(argv=None):
         path = result.get("critical_path") or {}
         table.append([ident, description, target, result.get("luts"), result.get("ffs"),
                       result.get("carries"), result.get("dsps"), result.get("brams"), fmax,
-                      " ".join(map(str, result.get("fmax_seeds", []))), macs,
+                      " ".join(map(str, result.get("fmax_seeds", []))),
+                      result.get("fmax_bound_median"), macs,
                       round(macs_s / 1e9, 3) if macs_s else None,
                       round(dsp_eff, 3) if dsp_eff is not None else None, ref,
                       round(per_lut, 3) if per_lut else None, acc_f,
@@ -218,9 +241,41 @@ def main(argv=None):
           f"timing. DSP_eff counts 1 MAC per DSP. clock_util = Fmax / standalone "
           f"accumulator Fmax (same width, same part). Seeds: {seeds}.")
 
+    print_target3(header, table)
     sweep(out, scratch, seeds, args.quick, log)
     print(f"\nwrote {out / 'qor.csv'}, {out / 'qor_acc_bits.csv'}, {out / 'qor_acc_bits.png'}")
     return 0
+
+
+#: Issue 8, target 3: 16 MAC/cycle on the UP5K at >= 50 MHz (800 MMAC/s); MARLANN, the best
+#: open UP5K design on record, runs about 414 MMAC/s (icetime, 16 MAC/cycle at ~25.9 MHz).
+TARGET3_MHZ = 50.0
+MARLANN_MMAC_S = 414.0
+
+
+def print_target3(header, table):
+    """Target 3 of issue 8 against the figures of this run: reached, before, ratio."""
+    col = {name: header.index(name) for name in header}
+    rows = {row[col["id"]]: row for row in table if row[col["id"]].startswith("T3-")}
+    packed, before = rows.get("T3-dsp2"), rows.get("T3-before")
+    if packed is None:
+        return
+    print(f"\nTarget 3 (UP5K, int8, 16 MAC/cycle in 8 SB_MAC16, >= {TARGET3_MHZ:g} MHz):")
+    for label, key in (("nextpnr Fmax", "Fmax_MHz"),
+                       ("Fmax with SB_MAC16 delays (icestorm)", "Fmax_DSP_bound_MHz")):
+        f = packed[col[key]]
+        if f is None:
+            print(f"  {label}: not measured")
+            continue
+        was = before[col["Fmax_MHz"]] if before is not None else None
+        macs = packed[col["MAC_per_cycle"]]
+        verdict = "met" if f >= TARGET3_MHZ else "NOT met"
+        ratio = f" ({f / was:.2f}x the unpacked array's {was} MHz)" if was else ""
+        print(f"  {label}: {f} MHz -> {macs * f:.0f} MMAC/s, target {verdict}{ratio}; "
+              f"{macs * f / MARLANN_MMAC_S:.2f}x MARLANN's ~{MARLANN_MMAC_S:g} MMAC/s")
+    if before is not None:
+        print(f"  DSPs {packed[col['DSP']]} (before {before[col['DSP']]}), LUTs "
+              f"{packed[col['LUT']]} (before {before[col['LUT']]})")
 
 
 def print_table(header, table):

@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .ice40_mac import DualProduct8x8
 from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
 
@@ -37,7 +38,10 @@ class MacArray(wiring.Component):
 
     Pipeline: registered products, then the adder tree with one register every
     ``levels_per_stage`` adder levels (``ceil(log2(cols))`` levels in all), then the
-    accumulator register, which is also the output register.
+    accumulator register, which is also the output register. When the plan packs products two
+    per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
+    products take two register stages (the block's input and product registers); the other
+    products of the array then register their operands first too, so that all stay aligned.
 
     Parameters
     ----------
@@ -47,8 +51,10 @@ class MacArray(wiring.Component):
         Adder-tree levels between two pipeline registers (default 1: a register after every
         level).
     mul_plan : MulPlan, optional
-        How each product is built (``"dsp"``: ``*``; ``"lut"``: Booth logic); default
-        :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with no target part.
+        How each product is built (``"dsp"``: ``*``; ``"lut"``: Booth logic; ``"dsp2"``: two per
+        ``SB_MAC16``, an instance when the plan's ``family`` is ``"ice40"``, else its
+        behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
+        no target part.
 
     Members
     -------
@@ -59,7 +65,8 @@ class MacArray(wiring.Component):
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
-    ``latency = 2 + ceil(ceil(log2(cols)) / levels_per_stage)``. Throughput is one beat per
+    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage)``, with
+    ``product_stages`` 2 when the plan has ``"dsp2"`` products, else 1. Throughput is one beat per
     cycle. The pipeline has one global enable, ``en = ~o.valid | o.ready``, and ``i.ready = en``:
     a stall on ``o`` freezes every stage, so nothing is lost, duplicated or reordered.
     ``o.valid`` is a register and never depends on ``o.ready``.
@@ -84,8 +91,11 @@ class MacArray(wiring.Component):
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
         self.tree_stages = -(-self.tree_levels // levels_per_stage)
+        #: Register stages of the products: 2 with ``"dsp2"`` products (input and product
+        #: registers of the DSP block), else 1.
+        self.product_stages = 2 if self.mul_plan.packed else 1
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = 2 + self.tree_stages
+        self.latency = 1 + self.product_stages + self.tree_stages
         super().__init__({
             "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -97,22 +107,27 @@ class MacArray(wiring.Component):
 
         en = global_enable(m, self.i, self.o)
 
-        # Stage 1: registered products. ``x·w`` fits ``product_bits`` signed for either
-        # signedness of ``x``; the slice drops the extra bit of an unsigned-by-signed product.
-        valid, first, last = stage(m, en, "product", valid=self.i.valid,
-                                   first=self.i.p.first, last=self.i.p.last)
+        # Registered products. ``x·w`` fits ``product_bits`` signed for either signedness of
+        # ``x``; the slice drops the extra bit of an unsigned-by-signed product.
         product_bits = cfg.sum_bits(1)
-        rows = []
-        for r in range(cfg.rows):
-            row = []
-            for c in range(cfg.cols):
-                product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
-                with m.If(en):
-                    m.d.sync += product_reg.eq(
-                        product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
-                        [:product_bits].as_signed())
-                row.append((product_reg, 1))
-            rows.append(row)
+        if self.mul_plan.packed:
+            products = self._packed_products(m, en, product_bits)
+            valid, first, last = stage(m, en, "operand", valid=self.i.valid,
+                                       first=self.i.p.first, last=self.i.p.last)
+            valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
+        else:
+            products = {}
+            for r in range(cfg.rows):
+                for c in range(cfg.cols):
+                    product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                    with m.If(en):
+                        m.d.sync += product_reg.eq(
+                            product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
+                            [:product_bits].as_signed())
+                    products[r, c] = product_reg
+            valid, first, last = stage(m, en, "product", valid=self.i.valid,
+                                       first=self.i.p.first, last=self.i.p.last)
+        rows = [[(products[r, c], 1) for c in range(cfg.cols)] for r in range(cfg.rows)]
 
         # Adder tree: each node is (signal, number of products it sums), so that every node has
         # exactly the width its range needs. A register after every `levels_per_stage` levels.
@@ -180,3 +195,40 @@ class MacArray(wiring.Component):
             m.d.sync += self.o.valid.eq(valid & last)
 
         return m
+
+    def _packed_products(self, m, en, product_bits):
+        """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of
+        ``"dsp2"`` products in :class:`DualProduct8x8` blocks (enabled by ``en``), the others as
+        registered operands, then a registered product. Returns ``{(r, c): product}``."""
+        cfg = self.cfg
+        plan = self.mul_plan
+        products = {}
+        for k, pair in enumerate(plan.pairs()):
+            block = DualProduct8x8(a_bits=cfg.a_bits, a_signed=cfg.a_signed, b_bits=cfg.w_bits,
+                                   b_signed=True, primitive=plan.primitives)
+            m.submodules[f"mac16_{k}"] = block
+            m.d.comb += block.en.eq(en)
+            for half, (r, c) in zip(("top", "bot"), pair):
+                m.d.comb += [
+                    getattr(block, f"a_{half}").eq(self.i.p.x[c]),
+                    getattr(block, f"b_{half}").eq(self.i.p.w[r][c]),
+                ]
+                node = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                m.d.comb += node.eq(getattr(block, f"p_{half}")[:product_bits].as_signed())
+                products[r, c] = node
+        for r in range(cfg.rows):
+            for c in range(cfg.cols):
+                if plan.mac[r][c] == "dsp2":
+                    continue
+                x_reg = Signal(self.i.p.x[c].shape(), name=f"x_reg_{r}_{c}")
+                w_reg = Signal(self.i.p.w[r][c].shape(), name=f"w_reg_{r}_{c}")
+                product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                with m.If(en):
+                    m.d.sync += [
+                        x_reg.eq(self.i.p.x[c]),
+                        w_reg.eq(self.i.p.w[r][c]),
+                        product_reg.eq(product(x_reg, w_reg, plan.mac[r][c])
+                                       [:product_bits].as_signed()),
+                    ]
+                products[r, c] = product_reg
+        return products

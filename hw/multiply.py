@@ -6,6 +6,11 @@ requantizer multiplies (``acc·M``, ``acc_bits`` by ``m_bits``). :func:`plan_mul
 ``cfg.mul_style`` (and, for ``"auto"``, a DSP budget) into a :class:`MulPlan` that names the
 style of every one of them; :class:`~qmac.hw.mac_array.MacArray` and
 :class:`~qmac.hw.requant.Requantizer` build each multiplier with :func:`product`.
+
+A third style, ``"dsp2"``, exists for MAC products only: two products of at most 8×8 bits share
+one iCE40 ``SB_MAC16`` in its ``MODE_8x8`` (:class:`~qmac.hw.ice40_mac.DualProduct8x8`), which
+Yosys does not infer. :class:`~qmac.hw.mac_array.MacArray` pairs them (:meth:`MulPlan.pairs`) and
+gives them two register stages instead of one.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from amaranth.hdl import Cat, Const, Value
 
 
 __all__ = ["MulPlan", "plan_multipliers", "dsp_cost", "product", "soft_product",
-           "AUTO_DSP_MIN_BITS", "FAMILIES"]
+           "AUTO_DSP_MIN_BITS", "FAMILIES", "PACKED_FAMILIES", "packs_8x8"]
 
 
 #: With no target part, ``auto`` gives a DSP to products whose narrower operand has at least
@@ -32,6 +37,19 @@ FAMILIES = {
     # synth_ecp5: MULT18X18D 18x18; maps every multiply of 2x2 and wider.
     "ecp5": {"max_a": 18, "max_b": 18, "min_operand": 2, "min_sum": 4, "min_y": 1},
 }
+
+
+#: Families whose DSP block takes two MAC products (style ``"dsp2"``) as a hand-instantiated
+#: primitive: iCE40's ``SB_MAC16`` in ``MODE_8x8``.
+PACKED_FAMILIES = ("ice40",)
+
+
+def packs_8x8(cfg):
+    """Whether the MAC products of ``cfg`` fit one half of an ``SB_MAC16`` in ``MODE_8x8``
+    (activations and weights of at most 8 bits; an unsigned 8-bit activation fits, the block
+    reads its ``A`` operand unsigned)."""
+    from .ice40_mac import fits_8x8
+    return fits_8x8(cfg.a_bits, cfg.a_signed, cfg.w_bits, True)
 
 
 def _operand_bits(bits, is_signed):
@@ -62,7 +80,8 @@ def dsp_cost(a_bits, b_bits, family):
 
 @dataclass(frozen=True)
 class MulPlan:
-    """The style, ``"dsp"`` or ``"lut"``, of every multiplier of a layer.
+    """The style of every multiplier of a layer: ``"dsp"``, ``"lut"``, or for MAC products also
+    ``"dsp2"`` (two products per iCE40 ``SB_MAC16``).
 
     Parameters
     ----------
@@ -70,27 +89,73 @@ class MulPlan:
         ``mac[r][c]``: the product of row ``r`` and column ``c`` of the MAC array.
     requant : tuple of str
         ``requant[r]``: the multiply of requantizer lane ``r``.
+    family : str, optional
+        The FPGA family the plan is for. With ``"ice40"``, ``"dsp2"`` products are built as
+        ``SB_MAC16`` instances (for synthesis); with ``None`` (no target part), as their
+        behavioural model, which the Amaranth simulator and plain Verilog simulation run.
+
+    Raises
+    ------
+    ValueError
+        A style is unknown, ``"dsp2"`` is given to a requantizer lane, or ``family`` is not
+        ``None`` or a family of :data:`FAMILIES`; (in :meth:`check`) the plan's shape does
+        not match the configuration, or ``"dsp2"`` products do not fit 8×8.
     """
 
     mac: tuple
     requant: tuple
+    family: str | None = None
 
     def __post_init__(self):
-        for style in [s for row in self.mac for s in row] + list(self.requant):
+        for style in [s for row in self.mac for s in row]:
+            if style not in ("dsp", "lut", "dsp2"):
+                raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r} "
+                                 f"('dsp2' is also allowed for MAC products)")
+        for style in self.requant:
             if style not in ("dsp", "lut"):
-                raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r}")
+                raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r}"
+                                 + (" (a requantizer lane cannot be 'dsp2')"
+                                    if style == "dsp2" else ""))
+        if self.family is not None and self.family not in FAMILIES:
+            raise ValueError(f"family must be None or one of "
+                             f"{', '.join(map(repr, FAMILIES))}, not {self.family!r}")
+
+    @property
+    def packed(self):
+        """Whether any MAC product is ``"dsp2"``."""
+        return any(s == "dsp2" for row in self.mac for s in row)
+
+    @property
+    def primitives(self):
+        """Whether ``"dsp2"`` products are built as the family's DSP primitive (else as its
+        behavioural model)."""
+        return self.family in PACKED_FAMILIES
+
+    def pairs(self):
+        """The ``"dsp2"`` MAC products grouped by the DSP block they share: a list of tuples of
+        one or two ``(row, col)`` positions, in column-major order (so that the products of one
+        column, which share their activation, share a block where they can)."""
+        positions = [(r, c) for c in range(len(self.mac[0]) if self.mac else 0)
+                     for r in range(len(self.mac)) if self.mac[r][c] == "dsp2"]
+        return [tuple(positions[k:k + 2]) for k in range(0, len(positions), 2)]
 
     def counts(self):
-        """``{"mac_dsp", "mac_lut", "requant_dsp", "requant_lut"}``: multipliers per style."""
+        """``{"mac_dsp", "mac_lut", "requant_dsp", "requant_lut"}``: multipliers per style, and
+        ``"mac_dsp2"`` (products packed two per DSP block) when there are any."""
         flat = [s for row in self.mac for s in row]
-        return {"mac_dsp": flat.count("dsp"), "mac_lut": flat.count("lut"),
-                "requant_dsp": list(self.requant).count("dsp"),
-                "requant_lut": list(self.requant).count("lut")}
+        counts = {"mac_dsp": flat.count("dsp"), "mac_lut": flat.count("lut"),
+                  "requant_dsp": list(self.requant).count("dsp"),
+                  "requant_lut": list(self.requant).count("lut")}
+        if "dsp2" in flat:
+            counts["mac_dsp2"] = flat.count("dsp2")
+        return counts
 
     def dsp_estimate(self, cfg, family):
-        """DSP blocks this plan asks of ``family`` (Yosys's mapping rules, estimated)."""
+        """DSP blocks this plan asks of ``family`` (Yosys's mapping rules, estimated; one block
+        per pair of ``"dsp2"`` products)."""
         counts = self.counts()
         return (counts["mac_dsp"] * dsp_cost(*mac_operands(cfg), family)
+                + len(self.pairs())
                 + counts["requant_dsp"] * dsp_cost(*requant_operands(cfg), family))
 
     def check(self, cfg):
@@ -100,6 +165,14 @@ class MulPlan:
         if len(self.requant) != cfg.rows:
             raise ValueError(f"the requantizer part of a multiplier plan must have {cfg.rows} "
                              f"lanes, not {len(self.requant)}")
+        if self.packed:
+            if not packs_8x8(cfg):
+                raise ValueError(f"'dsp2' MAC products need operands of at most 8 bits, not "
+                                 f"a_bits={cfg.a_bits}, w_bits={cfg.w_bits}")
+            if self.family is not None and self.family not in PACKED_FAMILIES:
+                raise ValueError(f"'dsp2' MAC products exist only on "
+                                 f"{', '.join(map(repr, PACKED_FAMILIES))}, not on family "
+                                 f"{self.family!r}")
         return self
 
 
@@ -125,6 +198,12 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
     DSP estimate fits ``dsp_budget``. Within the MAC array whole columns move first, so the
     rows stay alike.
 
+    On iCE40 (:data:`PACKED_FAMILIES`), when the MAC products fit 8×8 (:func:`packs_8x8`),
+    ``"auto"`` makes them ``"dsp2"``: two per ``SB_MAC16``. Those blocks set the array's
+    throughput, so the requantizer lanes move to LUTs first; then MAC products, column by
+    column, until the estimate fits. The plan records ``family``, so that the packed products
+    become ``SB_MAC16`` instances.
+
     Raises
     ------
     ValueError
@@ -140,6 +219,8 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
     mac_ops, rq_ops = mac_operands(cfg), requant_operands(cfg)
     if family is None:
         return _uniform(cfg, _auto_style(*mac_ops), _auto_style(*rq_ops))
+    if family in PACKED_FAMILIES and packs_8x8(cfg):
+        return _plan_packed(cfg, family, dsp_budget)
 
     mac_cost, rq_cost = dsp_cost(*mac_ops, family), dsp_cost(*rq_ops, family)
     mac = [["dsp" if mac_cost else "lut" for _ in range(cfg.cols)] for _ in range(cfg.rows)]
@@ -160,6 +241,30 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
             requant[r] = "lut"
             used -= rq_cost
     return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant))
+
+
+def _plan_packed(cfg, family, dsp_budget):
+    """``"auto"`` on a family with packed MAC products: every MAC product ``"dsp2"``, then
+    requantizer lanes, then MAC products (column by column, last column first) to LUTs until
+    the estimate fits ``dsp_budget``."""
+    rq_cost = dsp_cost(*requant_operands(cfg), family)
+    mac = [["dsp2"] * cfg.cols for _ in range(cfg.rows)]
+    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.rows)]
+
+    def plan():
+        return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant), family=family)
+
+    for r in range(cfg.rows):
+        if plan().dsp_estimate(cfg, family) <= dsp_budget:
+            return plan()
+        if requant[r] == "dsp":
+            requant[r] = "lut"
+    for c in reversed(range(cfg.cols)):
+        for r in range(cfg.rows):
+            if plan().dsp_estimate(cfg, family) <= dsp_budget:
+                return plan()
+            mac[r][c] = "lut"
+    return plan()
 
 
 def soft_product(a, b):
@@ -220,7 +325,8 @@ def _to_width(value, width):
 
 def product(a, b, style):
     """``a * b`` built in ``style``: ``"dsp"`` (a plain ``*``) or ``"lut"``
-    (:func:`soft_product`)."""
+    (:func:`soft_product`). (``"dsp2"`` products are registered blocks, built by
+    :class:`~qmac.hw.mac_array.MacArray` with :class:`~qmac.hw.ice40_mac.DualProduct8x8`.)"""
     if style == "dsp":
         return a * b
     if style == "lut":

@@ -201,10 +201,13 @@ def synthesize_rtlil(rtlil_text, target, workdir, *, progress, hierarchy=False,
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(rtlil_text)
     suffix = "_hier" if hierarchy else ""
+    before, after = _primitive_guard(rtlil_text, target, workdir)
     script = [
         "read_rtlil design.il",
-        f"{target.synth_command} -top {top}" + (" -noflatten" if hierarchy
-                                                 else " -json netlist.json"),
+        *before,
+        f"{target.synth_command} -top {top}" + (" -noflatten" if hierarchy else ""),
+        *after,
+        *([] if hierarchy else ["write_json netlist.json"]),
         f"tee -q -o stat{suffix}.json stat -json",
     ]
     (workdir / f"synth{suffix}.ys").write_text("\n".join(script) + "\n")
@@ -214,6 +217,20 @@ def synthesize_rtlil(rtlil_text, target, workdir, *, progress, hierarchy=False,
                                                                if hierarchy else ""),
                       progress=progress)
     return json.loads((workdir / f"stat{suffix}.json").read_text()), seconds
+
+
+def _primitive_guard(rtlil_text, target, workdir):
+    """Yosys commands (before and after synthesis) that keep hand-instantiated DSP cells as
+    they are; writes the files they read into ``workdir``. Only iCE40 needs them:
+    ``synth_ice40 -dsp`` rewrites existing ``SB_MAC16`` cells
+    (:func:`qmac.hw.ice40_mac.yosys_guard`)."""
+    if target.family != "ice40" or not re.search(r"^\s*cell \\SB_MAC16 ", rtlil_text, re.M):
+        return [], []
+    from qmac.hw.ice40_mac import yosys_guard
+    before, after, files = yosys_guard()
+    for name, text in files.items():
+        (Path(workdir) / name).write_text(text)
+    return before, after
 
 
 def _needs(counts, family):
@@ -430,7 +447,16 @@ def implement(component, target, workdir, *, seed=1, freq=None, progress=_progre
     gnd = [p for p in report.get("critical_paths", [])
            if "$PACKER_GND" in p.get("from", "") + p.get("to", "")]
     notes = []
-    if target.family == "ice40" and counts["dsps"]:
+    bound = _registered_mac16_bound(workdir / "netlist.json", result["fmax_mhz"]) \
+        if target.family == "ice40" and counts["dsps"] else None
+    if bound is not None:
+        result["fmax_dsp_bound_mhz"] = bound["fmax_mhz"]
+        result["dsp_bound"] = bound
+        notes.append(f"nextpnr-ice40 does not model SB_MAC16 timing (every DSP port counts as "
+                     f"a register with 0.1 ns); every SB_MAC16 here is a registered 8x8 pair, "
+                     f"so with icestorm's delays ({bound['basis']}) the Fmax is at least "
+                     f"{bound['fmax_mhz']:.1f} MHz")
+    elif target.family == "ice40" and counts["dsps"]:
         notes.append("nextpnr-ice40 does not model SB_MAC16 timing (every DSP port counts as "
                      "a register with 0.1 ns): DSP paths are optimistic; the datasheet bounds "
                      "an unregistered 8x8/16x16 SB_MAC16 at 50 MHz")
@@ -439,6 +465,97 @@ def implement(component, target, workdir, *, seed=1, freq=None, progress=_progre
                      f"$PACKER_GND_NET pseudo-clock were left out of Fmax")
     result["notes"] = notes
     return result
+
+
+#: SB_MAC16 delays of icestorm's ``icefuzz/timings_up5k.txt`` (exported from iCEcube2, max
+#: column), in ns: pin setup and clock-to-output of the fully registered configurations
+#: (``*_ALL_PIPELINE``), and the combinational 8x8 multiply (``MUL_*_8X8_BYPASS``, B to O),
+#: which bounds the block's internal stage from its input to its product registers. nextpnr
+#: counts 0.1 ns for each DSP pin instead.
+MAC16_SETUP_NS = 2.64
+MAC16_CLK_TO_OUT_NS = 2.02
+MAC16_8X8_MULTIPLY_NS = 5.86
+NEXTPNR_DSP_PIN_NS = 0.1
+
+
+def _param_int(value):
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value, 2)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _registered_mac16_bound(netlist_path, fmax_mhz):
+    """A lower bound of the clock with SB_MAC16 timing counted, when every SB_MAC16 of the
+    netlist is an 8x8 pair with input and product registers (``None`` otherwise).
+
+    nextpnr's clock period gets the difference between icestorm's pin delays and nextpnr's
+    0.1 ns: the larger of setup and clock-to-output when no fabric path runs from one SB_MAC16
+    to another through LUTs and carries only, both when one does. The period is at least the
+    block's own internal stage (bounded by its combinational 8x8 multiply).
+    """
+    if fmax_mhz is None:
+        return None
+    try:
+        netlist = json.loads(Path(netlist_path).read_text())
+    except (OSError, ValueError):
+        return None
+    macs = []
+    for module in netlist.get("modules", {}).values():
+        cells = module.get("cells", {})
+        for name, cell in cells.items():
+            if cell["type"] != "SB_MAC16":
+                continue
+            p = {k: _param_int(v) for k, v in cell.get("parameters", {}).items()}
+            if not (p.get("MODE_8x8") and p.get("A_REG") and p.get("B_REG") and
+                    p.get("TOP_8x8_MULT_REG") and p.get("BOT_8x8_MULT_REG")):
+                return None
+            macs.append((module, name, cell))
+    if not macs:
+        return None
+    dsp_to_dsp = any(_mac16_reaches_mac16(module, name) for module, name, _ in macs)
+    setup = MAC16_SETUP_NS - NEXTPNR_DSP_PIN_NS
+    clk_to_out = MAC16_CLK_TO_OUT_NS - NEXTPNR_DSP_PIN_NS
+    extra = setup + clk_to_out if dsp_to_dsp else max(setup, clk_to_out)
+    period = max(1000.0 / fmax_mhz + extra, MAC16_8X8_MULTIPLY_NS)
+    return {"fmax_mhz": round(1000.0 / period, 2), "period_ns": round(period, 3),
+            "added_ns": round(extra, 3), "dsp_to_dsp_paths": dsp_to_dsp, "blocks": len(macs),
+            "basis": f"+{extra:.2f} ns on nextpnr's period for the DSP pins "
+                     f"(setup {MAC16_SETUP_NS} ns, clock-to-out {MAC16_CLK_TO_OUT_NS} ns), the "
+                     f"block's internal stage at most {MAC16_8X8_MULTIPLY_NS} ns"}
+
+
+def _mac16_reaches_mac16(module, start):
+    """Whether an output of SB_MAC16 ``start`` reaches an input of an SB_MAC16 through
+    combinational cells (LUTs and carries) only."""
+    cells = module.get("cells", {})
+    sinks = {}
+    for name, cell in cells.items():
+        for port, bits in cell.get("connections", {}).items():
+            if cell.get("port_directions", {}).get(port) == "input":
+                for bit in bits:
+                    sinks.setdefault(bit, []).append((name, port))
+
+    def outputs(name):
+        cell = cells[name]
+        return [bit for port, bits in cell.get("connections", {}).items()
+                if cell.get("port_directions", {}).get(port) == "output" for bit in bits]
+
+    frontier, seen = list(outputs(start)), set()
+    while frontier:
+        bit = frontier.pop()
+        if bit in seen or isinstance(bit, str):
+            continue
+        seen.add(bit)
+        for name, _ in sinks.get(bit, []):
+            kind = cells[name]["type"]
+            if kind == "SB_MAC16":
+                return True
+            if kind in ("SB_LUT4", "SB_CARRY"):
+                frontier.extend(outputs(name))
+    return False
 
 
 def _netlist_types(path):
@@ -458,11 +575,18 @@ def _blocks(stat, family):
     names = {"\\top": "harness", "\\top.dut": "memories_control", "\\top.dut.mac": "mac_array",
              "\\top.dut.requant": "requantizer"}
     blocks = {}
-    for module, block in names.items():
-        if module in stat["modules"]:
-            counts = _count(_module_types(stat, module), family)
-            blocks[block] = {key: counts[key] for key in ("luts", "ffs", "carries", "dsps",
-                                                          "brams")}
+    for module in stat["modules"]:
+        # A module counts into the block of its nearest named ancestor (e.g. the SB_MAC16
+        # wrappers ``top.dut.mac.mac16_<k>`` into the MAC array).
+        owner = max((name for name in names if module == name or
+                     module.startswith(name + ".")), key=len, default=None)
+        if owner is None:
+            continue
+        counts = _count(_module_types(stat, module), family)
+        total = blocks.setdefault(names[owner], dict.fromkeys(("luts", "ffs", "carries", "dsps",
+                                                               "brams"), 0))
+        for key in total:
+            total[key] += counts[key]
     blocks["method"] = ("hierarchy kept (synth -noflatten): each block's own cells; the total "
                         "can exceed the flat figures, which optimize across block boundaries "
                         "(e.g. constant parameters into the requantizer)")
@@ -566,8 +690,10 @@ def format_report(result):
     lines.append("")
     if result.get("multipliers"):
         mul = result["multipliers"]
+        packed = f" / {mul['mac_dsp2']} packed two per SB_MAC16" if mul.get("mac_dsp2") \
+            else ""
         lines.append(f"  multipliers ({result['mul_style']}): MAC products {mul['mac_dsp']} "
-                     f"dsp-style / {mul['mac_lut']} LUT; requantizer lanes "
+                     f"dsp-style{packed} / {mul['mac_lut']} LUT; requantizer lanes "
                      f"{mul['requant_dsp']} dsp-style / {mul['requant_lut']} LUT "
                      f"(plan's DSP estimate {mul['dsp_estimate']})")
     if result["fits"] is False:
@@ -575,6 +701,9 @@ def format_report(result):
     if result["fmax_mhz"] is not None:
         lines.append(f"  Fmax {result['fmax_mhz']:.1f} MHz (nextpnr estimate, clock "
                      f"{result.get('clock')})")
+        if result.get("fmax_dsp_bound_mhz") is not None:
+            lines.append(f"  Fmax {result['fmax_dsp_bound_mhz']:.1f} MHz at least, with "
+                         f"SB_MAC16 delays counted (icestorm; see the note)")
         if result.get("macs_per_cycle"):
             lines.append(f"  {result['macs_per_cycle']} MAC/cycle -> "
                          f"{result['macs_per_cycle'] * result['fmax_mhz'] / 1e3:.2f} GMAC/s")
