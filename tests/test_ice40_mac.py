@@ -21,7 +21,7 @@ from qmac.hw.ice40_mac import DualProduct8x8, fits_8x8
 from qmac.hw.mac_array import MacArray
 from qmac.hw.multiply import MulPlan, packs_8x8, plan_multipliers
 from qmac.sim import beats, golden
-from qmac.sim.runner import Built, _verilator_environment, run_stream
+from qmac.sim.runner import Built, verilator_environment, run_stream
 from harness import cfg_id, measure_latency, stream_test
 from vectors import dot_config, dot_product_beats, mac_inputs, mac_stimulus, mac_weights
 
@@ -264,7 +264,7 @@ def gate_level_build(component, name, folder):
     verilog = folder / "netlist.v"
     verilog.write_text(netlist["netlist.v"])
     start = time.perf_counter()
-    with _verilator_environment():
+    with verilator_environment():
         get_runner("verilator").build(
             sources=[verilog, cells_sim()], hdl_toplevel=name, build_dir=folder / "sim_build",
             build_args=["-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
