@@ -164,15 +164,21 @@ def thresholds_from_requant(M, B, S, acc_lo, acc_hi, *, y_min, y_max):
     return Thresholds(T=T, D=exact_array(directions))
 
 
-def choose_style(cfg, *, target=None, multiply_exact=True):
+def choose_style(cfg, *, multiply_exact=True):
     """Resolve ``cfg.requant_style`` to ``"multiply"`` or ``"threshold"``.
 
     ``"auto"`` picks the threshold form where no exact ``(M, B, S)`` exists
     (``multiply_exact`` false: the solver refused, e.g. ``half_even`` with reachable ties), and
-    otherwise the smaller unit by the rule measured with ``qmac synth`` (README, "Threshold
-    requantizer"): thresholds for at most :data:`AUTO_THRESHOLD_LEVELS` output levels above
-    ``y_min``, the multiply unit for more. ``target`` (a synthesis target name) is accepted for
-    a per-target rule; the measured rule is the same on both families.
+    otherwise the smaller unit by the rule measured with ``bench/requant_style.py`` (README,
+    "Threshold requantizer"): thresholds for at most :data:`AUTO_THRESHOLD_LEVELS` thresholds
+    per channel (``out_bits`` up to 4 unsigned), the multiply unit above. The measurements
+    gave the same rule on iCE40 and ECP5 where both were measured, so it does not depend on
+    the target.
+
+    Raises
+    ------
+    ValueError
+        ``requant_style = "multiply"`` with ``multiply_exact`` false.
     """
     style = cfg.requant_style
     if style != "auto":
