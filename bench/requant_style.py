@@ -1,20 +1,20 @@
 """Multiply versus threshold requantizer, measured with the ``qmac synth`` flow.
 
     python bench/requant_style.py [--out-bits 2 4 8] [--targets ice40-up5k ecp5-25k]
+                                  [--styles multiply threshold] [--noabc9 TARGET ...]
                                   [--seed 1] [--json OUT]
 
-One small layer (K=64, N=8, 4×4 array, uint8 × int8, acc_bits 20, the example layer's
-``m_bits``/``b_bits``/``s_max``) with the parameters of one random float BN layer: the solver's
-``(M, B, S)`` for the multiply engine and the exact thresholds of the same target for the
-threshold engine. Both engines get the same multiplier plan (the multiply engine's ``auto``
-plan against the part's DSPs), so the MAC arrays are identical and the difference is the
-requantizer and its parameter memory. Every design sits in the fair-timing harness; Fmax is
+One small layer (K=64, N=8, 4×4 array, uint8 × int8, acc_bits 20) with the parameters of one
+random float BN layer: the solver's ``(M, B, S)`` for the multiply engine, whose ``m_bits``,
+``b_bits`` and ``s_max`` are the narrowest that hold them, and the exact thresholds of the same
+target for the threshold engine. Both engines get the same multiplier plan (the multiply
+engine's ``auto`` plan against the part's DSPs), so the MAC arrays are identical and the
+difference is the requantizer and its parameter memory. Every design sits in the fair-timing harness; Fmax is
 nextpnr's, one seed. A design that does not fit is reported with its Yosys figures.
 
-Prints one table: per target and ``out_bits``, the engine's LUT, FF, DSP and Fmax and the
-requantizer block's own LUT, FF and DSP (hierarchical synthesis), for both styles, and which is
-smaller (LUT + FF, a DSP counted as the LUTs of the part's DSP-free multiply: not at all here,
-the DSP count is shown beside).
+Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP and Fmax and the
+requantizer block's own LUT, FF and DSP and the parameter memory and control's LUTs
+(hierarchical synthesis), for both styles.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def noabc9(target):
 def layer(out_bits, seed=0):
     """The configuration, weights, (M, B, S) and thresholds of one random float layer."""
     cfg = LayerConfig(name="rq", in_features=64, out_features=8, rows=4, cols=4, a_bits=8,
-                      w_bits=8, acc_bits=20, m_bits=25, b_bits=41, s_max=33, out_bits=out_bits)
+                      w_bits=8, acc_bits=20, m_bits=32, b_bits=48, s_max=48, out_bits=out_bits)
     rng = np.random.default_rng(seed)
     w = rng.integers(-127, 128, size=(cfg.N, cfg.K))
     lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
@@ -70,6 +70,8 @@ def layer(out_bits, seed=0):
     b = rng.uniform(-0.5, 0.5, cfg.N) * (cfg.y_max - cfg.y_min) \
         + (cfg.y_max + cfg.y_min) / 2 - k * (lo + hi) / 2
     requant = solve_layer(cfg, k, b, lo, hi)
+    # The multiply unit at the narrowest widths that hold this solution.
+    cfg = cfg.replace(m_bits=requant.m_bits, b_bits=requant.b_bits, s_max=requant.s_needed)
     table = layer_thresholds(k, b, lo, hi, y_min=cfg.y_min, y_max=cfg.y_max)
     return cfg, w, requant, table
 
@@ -102,7 +104,8 @@ def main(argv=None):
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = []
-    header = (f"{'target':<11} {'out':>3} {'style':<9} {'LUT':>6} {'FF':>6} {'DSP':>3} "
+    header = (f"{'target':<11} {'out':>3} {'style':<9} {'LUT':>6} {'carry':>5} {'FF':>6} "
+              f"{'DSP':>3} "
               f"{'Fmax':>6} {'lat':>3} | {'rq LUT':>6} {'rq FF':>6} {'rq DSP':>6} "
               f"{'mem LUT':>7} {'fits':>4}")
     print(header)
@@ -130,7 +133,8 @@ def main(argv=None):
                 rows.append(row)
                 fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.1f}"
                 print(f"{target_name:<11} {out_bits:>3} {style:<9} {row['luts']:>6} "
-                      f"{row['ffs']:>6} {row['dsps']:>3} {fmax:>6} {row['latency']:>3} | "
+                      f"{row['carries']:>5} {row['ffs']:>6} {row['dsps']:>3} {fmax:>6} "
+                      f"{row['latency']:>3} | "
                       f"{row['rq_luts']!s:>6} {row['rq_ffs']!s:>6} {row['rq_dsps']!s:>6} "
                       f"{row['mem_luts']!s:>7} {'yes' if row['fits'] else 'no':>4}"
                       f"{' (-noabc9)' if row['noabc9'] else ''}",
