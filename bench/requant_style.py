@@ -9,8 +9,8 @@ random float BN layer: the solver's ``(M, B, S)`` for the multiply engine, whose
 ``b_bits`` and ``s_max`` are the narrowest that hold them, and the exact thresholds of the same
 target for the threshold engine. Both engines get the same multiplier plan (the multiply
 engine's ``auto`` plan against the part's DSPs), so the MAC arrays are identical and the
-difference is the requantizer and its parameter memory. Every design sits in the fair-timing harness; Fmax is
-nextpnr's, one seed. A design that does not fit is reported with its Yosys figures.
+difference is the requantizer and its parameter memory. Every design sits in the fair-timing
+harness; Fmax is nextpnr's, one seed. A design that does not fit is reported with its Yosys figures.
 
 Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP and Fmax and the
 requantizer block's own LUT, FF and DSP and the parameter memory and control's LUTs
