@@ -30,6 +30,11 @@ MAX_NAME_LENGTH = 64
 
 MUL_STYLES = ("auto", "dsp", "lut")
 
+REQUANT_STYLES = ("multiply", "threshold", "auto")
+
+#: The most thresholds per channel (``y_max - y_min``) of ``requant_style = "threshold"``.
+MAX_THRESHOLDS = 4095
+
 
 # Words a module cannot be named in Verilog-2005 or SystemVerilog (Verilator parses both).
 _VERILOG_KEYWORDS = frozenset("""
@@ -149,6 +154,14 @@ class LayerConfig:
         ``"auto"`` picks per multiplier (see :func:`qmac.hw.multiply.plan_multipliers`): with no
         target part, ``"dsp"`` for products of at least 5×6 bits, ``"lut"`` below; with a
         target, DSPs until the part's budget is used, the smallest multipliers going to LUTs.
+    requant_style : {"multiply", "threshold", "auto"}
+        The requantizer: ``"multiply"`` is ``clamp(floor((acc·M + B) / 2^S))``
+        (:class:`~qmac.hw.requant.Requantizer`, parameters ``M``, ``B``, ``S``);
+        ``"threshold"`` counts the channel's thresholds at or below ``acc``
+        (:class:`~qmac.hw.threshold.ThresholdRequantizer`, parameters ``T``, ``D``; at most
+        :data:`MAX_THRESHOLDS` thresholds, ``y_max - y_min``, per channel); ``"auto"`` lets the
+        tool that makes the parameters choose (:func:`qmac.thresholds.choose_style`), and the
+        engine builds whichever form it is given.
 
     Raises
     ------
@@ -174,6 +187,7 @@ class LayerConfig:
     out_signed: bool = False
     relu: bool = False
     mul_style: str = "auto"
+    requant_style: str = "multiply"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier() or \
@@ -217,9 +231,17 @@ class LayerConfig:
         if self.mul_style not in MUL_STYLES:
             raise ConfigError(f"mul_style must be one of {', '.join(map(repr, MUL_STYLES))}, "
                               f"not {self.mul_style!r}")
+        if self.requant_style not in REQUANT_STYLES:
+            raise ConfigError(f"requant_style must be one of "
+                              f"{', '.join(map(repr, REQUANT_STYLES))}, "
+                              f"not {self.requant_style!r}")
         if self.out_signed and self.out_bits < 2:
             raise ConfigError(f"out_bits must be at least 2 for a signed output, "
                               f"not {self.out_bits}")
+        if self.requant_style == "threshold" and self.y_max - self.y_min > MAX_THRESHOLDS:
+            raise ConfigError(f"out_bits = {self.out_bits} gives y_max - y_min = "
+                              f"{self.y_max - self.y_min} thresholds per channel; "
+                              f"requant_style = 'threshold' holds at most {MAX_THRESHOLDS}")
 
     # -- loading ------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .requant import Requantizer
+from . import threshold
 
 
 __all__ = ["LayerEngine"]
@@ -37,7 +38,13 @@ class LayerEngine(wiring.Component):
         Signed ``w_bits`` weights.
     M, B, S : array_like of int, shape (out_features,)
         Requantization parameters per output channel (every ``S`` equal with
-        ``cfg.shared_shift``).
+        ``cfg.shared_shift``), for ``requant_style`` ``"multiply"`` (or ``"auto"``).
+    thresholds : (T, D), optional
+        Instead of ``M``, ``B``, ``S`` (``requant_style`` ``"threshold"`` or ``"auto"``): the
+        threshold table, ``T`` of shape ``(out_features, y_max - y_min)`` and ``D`` of shape
+        ``(out_features,)``; the requantizer is then a
+        :class:`~qmac.hw.threshold.ThresholdRequantizer` whose thresholds are as wide as the
+        table needs, and ``latency`` grows with its pipeline.
     levels_per_stage : int
         Passed to :class:`MacArray`.
     mul_plan : MulPlan, optional
@@ -68,23 +75,36 @@ class LayerEngine(wiring.Component):
         the index and the value).
     """
 
-    def __new__(cls, cfg, weights, M, B, S, *, levels_per_stage=1, mul_plan=None):
+    def __new__(cls, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
+                levels_per_stage=1, mul_plan=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         checks.check_weights(cfg, weights)
-        checks.check_requant(cfg, M, B, S)
+        if threshold.requant_style(cfg, M, B, S, thresholds) == "threshold":
+            threshold.check_engine_thresholds(cfg, thresholds)
+        else:
+            checks.check_requant(cfg, M, B, S)
         check_levels_per_stage(levels_per_stage)
         if mul_plan is not None:
             mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
-    def __init__(self, cfg, weights, M, B, S, *, levels_per_stage=1, mul_plan=None):
+    def __init__(self, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
+                 levels_per_stage=1, mul_plan=None):
         self.cfg = cfg
         self.weights = checks.check_weights(cfg, weights)
-        self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
+        #: ``"multiply"`` or ``"threshold"``: the requantizer this engine builds.
+        self.requant_style = threshold.requant_style(cfg, M, B, S, thresholds)
         self.levels_per_stage = levels_per_stage
         self._mac = MacArray(cfg, levels_per_stage=levels_per_stage, mul_plan=mul_plan)
-        self._requant = Requantizer(cfg, mul_plan=mul_plan)
+        if self.requant_style == "threshold":
+            self.M = self.B = self.S = None
+            self.T, self.D = threshold.check_engine_thresholds(cfg, thresholds)
+            self._requant = threshold.ThresholdRequantizer(
+                cfg, t_bits=threshold.threshold_bits(cfg, self.T))
+        else:
+            self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
+            self._requant = Requantizer(cfg, mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 1 + self._mac.latency + self._requant.latency
@@ -116,7 +136,9 @@ class LayerEngine(wiring.Component):
 
     def _param_layout(self):
         """One word of the parameter memory: ``M`` and ``B`` (and ``S`` unless shared) of the
-        ``rows`` channels of a fold."""
+        ``rows`` channels of a fold (with thresholds: their ``t`` and ``d``)."""
+        if self.requant_style == "threshold":
+            return threshold.threshold_param_layout(self.cfg, self._requant.t_bits)
         fields = layouts.requant_input_layout(self.cfg)
         words = {"m": fields["m"].shape, "b": fields["b"].shape}
         if not self.cfg.shared_shift:
@@ -127,6 +149,8 @@ class LayerEngine(wiring.Component):
         """The requantization parameter image: word ``j`` holds ``M``, ``B`` (and ``S``) of
         fold ``j``."""
         cfg = self.cfg
+        if self.requant_style == "threshold":
+            return threshold.threshold_param_words(cfg, self.T, self.D)
         words = []
         for j in range(cfg.folds):
             span = slice(j * cfg.rows, (j + 1) * cfg.rows)
@@ -247,10 +271,15 @@ class LayerEngine(wiring.Component):
             mac.o.ready.eq(requant.i.ready),
             requant.i.p.acc.eq(mac.o.p.acc),
             requant.i.p.overflow.eq(mac.o.p.overflow),
-            requant.i.p.m.eq(param_r.data.m),
-            requant.i.p.b.eq(param_r.data.b),
-            requant.i.p.s.eq(int(self.S[0]) if cfg.shared_shift else param_r.data.s),
             requant.i.p.last.eq(out_fold == folds - 1),
         ]
+        if self.requant_style == "threshold":
+            m.d.comb += [requant.i.p.t.eq(param_r.data.t), requant.i.p.d.eq(param_r.data.d)]
+        else:
+            m.d.comb += [
+                requant.i.p.m.eq(param_r.data.m),
+                requant.i.p.b.eq(param_r.data.b),
+                requant.i.p.s.eq(int(self.S[0]) if cfg.shared_shift else param_r.data.s),
+            ]
 
         return m

@@ -20,12 +20,14 @@ from qmac.hw.checks import (INT64_SAFE_BITS, RangeError, check_inputs, check_int
                             check_range, check_requant, check_requant_values,
                             check_weights, exact_array)
 from qmac.hw.config import signed_range
+from qmac.hw.threshold_table import check_thresholds
 
 
 __all__ = [
     "RangeError", "check_range", "check_weights", "check_requant", "check_requant_values",
     "check_inputs",
     "wrap", "saturate", "clamp", "mac", "requantize_values", "requantize", "layer", "LayerResult",
+    "check_thresholds", "requantize_thresholds", "layer_thresholds",
 ]
 
 
@@ -147,3 +149,34 @@ def layer(cfg, x, w, M, B, S):
     acc, overflow = mac(cfg, x, w)
     return LayerResult(y=requantize(cfg, acc, M, B, S), acc=acc, overflow=overflow)
 
+
+
+# -- requantization by thresholds (docs/arithmetic.md, "Requantization by thresholds") -----------
+
+def requantize_thresholds(acc, T, D, *, y_min, y_max):
+    """Return ``y`` of the threshold form, exactly, for accumulators ``acc`` of shape
+    ``(..., channels)``.
+
+    With ``count = #{j : T[c, j] <= acc}`` (the thresholds at or below ``acc``):
+    ``y = y_min + count`` where ``D[c] = +1`` and ``y = y_max - count`` where ``D[c] = -1``.
+    Arguments as :func:`check_thresholds` checks them.
+    """
+    T, D = check_thresholds(T, D, y_min=y_min, y_max=y_max)
+    acc = check_integers("acc", acc)
+    if acc.shape[-1:] != (T.shape[0],):
+        raise RangeError(f"acc must have shape (..., {T.shape[0]}) (one column per channel), "
+                         f"not {tuple(acc.shape)}")
+    if acc.dtype == object or T.dtype == object:
+        acc, T = exact_array(acc, 200), exact_array(T, 200)        # both Python ints
+    count = np.empty(acc.shape, dtype=np.int64)
+    for c in range(T.shape[0]):
+        count[..., c] = np.searchsorted(T[c], acc[..., c], side="right")
+    y = np.where(np.asarray(D, dtype=np.int64) > 0, int(y_min) + count, int(y_max) - count)
+    return exact_array(y)
+
+
+def layer_thresholds(cfg, x, w, T, D):
+    """Run a batch through one layer whose requantizer is the threshold form."""
+    acc, overflow = mac(cfg, x, w)
+    y = requantize_thresholds(acc, T, D, y_min=cfg.y_min, y_max=cfg.y_max)
+    return LayerResult(y=y, acc=acc, overflow=overflow)

@@ -1,0 +1,468 @@
+"""Requantization by thresholds: the exact table (``qmac.thresholds``), its golden model
+(``golden.requantize_thresholds``), the threshold requantizer (``hw.threshold``) under the
+Amaranth simulator and under Verilator, and the layer engine built with it.
+
+References: the threshold form is compared with an independent per-value :class:`Fraction`
+evaluation of the target and with ``qmac.verify.target``, and with the multiply form
+``(M, B, S)`` of the solver; the hardware is compared with the golden model, with random stalls.
+"""
+
+import math
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from qmac import solver, verify
+from qmac.accumulator import reachable_range
+from qmac.hw import layouts
+from qmac.hw.checks import RangeError
+from qmac.hw.config import ConfigError, LayerConfig
+from qmac.hw.engine import LayerEngine
+from qmac.hw.threshold import (ThresholdRequantizer, requant_style, threshold_count,
+                              threshold_input_layout)
+from qmac.sim import beats, golden
+from qmac.target import round_fraction
+from qmac.thresholds import (Thresholds, choose_style, layer_thresholds, load_thresholds,
+                             save_thresholds, thresholds_from_requant)
+from harness import measure_latency, stream_test
+from vectors import mac_inputs, mac_weights
+
+
+ROUNDINGS = ("half_up", "half_even", "half_away")
+
+
+def fraction_target(k, b, acc, y_min, y_max, rounding):
+    """The target of one value, from the definition with exact rationals."""
+    value = round_fraction(Fraction(k) * acc + Fraction(b), rounding)
+    return min(max(value, y_min), y_max)
+
+
+def random_channels(rng, count, *, dyadic=False):
+    """Channels ``(k, b, lo, hi)`` with small reachable ranges (so every value is checked)."""
+    if dyadic:      # k, b on a coarse dyadic grid: exact ties of the rounding are reachable
+        k = rng.integers(-12, 13, count) / 16
+        b = rng.integers(-32, 33, count) / 32
+    else:
+        k = rng.normal(0, 0.05, count) * rng.choice([1, -1], count)
+        b = rng.normal(0, 4, count)
+    lo = rng.integers(-400, 1, count)
+    hi = lo + rng.integers(0, 700, count)
+    return k, b, lo, hi
+
+
+# -- the table and its golden model ---------------------------------------------------------------
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+@pytest.mark.parametrize("y_min, y_max", [(0, 1), (0, 3), (-8, 7), (0, 15), (-2, 1)])
+def test_thresholds_equal_target(rounding, y_min, y_max):
+    """On every reachable acc: thresholds == qmac.verify.target == the Fraction reference."""
+    rng = np.random.default_rng(y_max - y_min)
+    for dyadic in (False, True):
+        k, b, lo, hi = random_channels(rng, 12, dyadic=dyadic)
+        table = layer_thresholds(k, b, lo, hi, y_min=y_min, y_max=y_max, rounding=rounding)
+        assert table.T.shape == (12, y_max - y_min)
+        for c in range(12):
+            acc = np.arange(lo[c], hi[c] + 1)
+            got = golden.requantize_thresholds(acc[:, None], table.T[c:c + 1],
+                                               table.D[c:c + 1], y_min=y_min, y_max=y_max)[:, 0]
+            expected = verify.target(k[c], b[c], acc, y_min=y_min, y_max=y_max,
+                                     rounding=rounding)
+            assert np.array_equal(got, expected), f"channel {c}: k {k[c]!r} b {b[c]!r}"
+            for a in acc[::37]:
+                assert got[a - lo[c]] == fraction_target(k[c], b[c], int(a), y_min, y_max,
+                                                         rounding)
+            # Canonical: every threshold in [lo, hi + 1], ascending.
+            assert table.T[c].min() >= lo[c] and table.T[c].max() <= hi[c] + 1
+            assert np.all(np.diff(table.T[c]) >= 0)
+
+
+def test_half_even_ties_refused_by_solver_exact_as_thresholds():
+    """k = 1/2 on acc = 1, 3, 5, 7: half_even ties alternate; no (M, B, S) exists, thresholds
+    are exact, and auto falls back to them."""
+    k, b, lo, hi = [0.5], [0.0], [0], [12]
+    result = solver.solve(k, b, lo, hi, y_min=0, y_max=15, rounding="half_even", strict=False)
+    assert not result.ok
+    table = layer_thresholds(k, b, lo, hi, y_min=0, y_max=15, rounding="half_even")
+    acc = np.arange(0, 13)
+    got = golden.requantize_thresholds(acc[:, None], table.T, table.D, y_min=0, y_max=15)[:, 0]
+    expected = [fraction_target(0.5, 0.0, int(a), 0, 15, "half_even") for a in acc]
+    assert got.tolist() == expected == [0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 5, 6, 6]
+    cfg = LayerConfig(out_bits=4, requant_style="auto")
+    assert choose_style(cfg, multiply_exact=result.ok) == "threshold"
+    with pytest.raises(ValueError, match="no exact"):
+        choose_style(cfg.replace(requant_style="multiply"), multiply_exact=False)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_thresholds_equal_multiply_form(rounding):
+    """Where the solver finds (M, B, S): the multiply form, its own thresholds and the target's
+    thresholds agree on every reachable acc (and the tables are identical where the channel
+    is not constant)."""
+    rng = np.random.default_rng(7)
+    y_min, y_max = -8, 7
+    refused = compared = 0
+    for dyadic in (False, True):
+        k, b, lo, hi = random_channels(rng, 40, dyadic=dyadic)
+        result = solver.solve(k, b, lo, hi, y_min=y_min, y_max=y_max, rounding=rounding,
+                              strict=False)
+        table = layer_thresholds(k, b, lo, hi, y_min=y_min, y_max=y_max, rounding=rounding)
+        from_mbs = thresholds_from_requant(result.M, result.B, result.S, lo, hi, y_min=y_min,
+                                           y_max=y_max)
+        for c in range(40):
+            if not result.feasible[c]:
+                refused += 1
+                continue
+            acc = np.arange(lo[c], hi[c] + 1)
+            multiply = golden.requantize_values(acc, result.M[c], result.B[c], result.S[c],
+                                                y_min=y_min, y_max=y_max)
+            for form in (table, from_mbs):
+                y = golden.requantize_thresholds(acc[:, None], form.T[c:c + 1],
+                                                 form.D[c:c + 1], y_min=y_min,
+                                                 y_max=y_max)[:, 0]
+                assert np.array_equal(y, multiply), f"channel {c}"
+            if len(set(multiply.tolist())) > 1:
+                assert np.array_equal(table.T[c], from_mbs.T[c]) and \
+                    table.D[c] == from_mbs.D[c]
+            compared += 1
+    assert compared > 40
+    if rounding == "half_even":
+        assert refused > 0          # the dyadic channels reach ties the solver cannot do
+
+
+def test_thresholds_from_requant_wide_and_negative():
+    """Random (M, B, S) of any sign over a whole accumulator width, exhaustively."""
+    rng = np.random.default_rng(3)
+    M = rng.integers(-300, 301, 30)
+    M[:3] = [0, 1, -1]
+    B = rng.integers(-5000, 5001, 30)
+    S = rng.integers(0, 9, 30)
+    lo, hi = -512, 511
+    table = thresholds_from_requant(M, B, S, lo, hi, y_min=-4, y_max=3)
+    acc = np.arange(lo, hi + 1)
+    for c in range(30):
+        y = golden.requantize_thresholds(acc[:, None], table.T[c:c + 1], table.D[c:c + 1],
+                                         y_min=-4, y_max=3)[:, 0]
+        h = golden.requantize_values(acc, M[c], B[c], S[c], y_min=-4, y_max=3)
+        assert np.array_equal(y, h), f"M {M[c]} B {B[c]} S {S[c]}"
+
+
+def test_golden_thresholds_wide_values():
+    """Python-int accumulators and thresholds beyond int64 are exact."""
+    T = np.array([[-(1 << 70), 1 << 65, (1 << 65) + 1]], dtype=object)
+    acc = np.array([[-(1 << 71)], [1 << 65], [1 << 66], [0]], dtype=object)
+    y = golden.requantize_thresholds(acc, T, [1], y_min=0, y_max=3)
+    assert y[:, 0].tolist() == [0, 2, 3, 1]
+    y = golden.requantize_thresholds(acc, T, [-1], y_min=0, y_max=3)
+    assert y[:, 0].tolist() == [3, 1, 0, 2]
+
+
+@pytest.mark.parametrize("T, D, match", [
+    ([[1, 2]], [1], r"T must have shape \(channels, 3\)"),
+    ([[1, 2, 3]], [2], r"D\[0\] = 2 must be \+1 or -1"),
+    ([[1, 3, 2]], [1], r"T\[0\] must be non-decreasing, but T\[0, 2\] = 2 < T\[0, 1\] = 3"),
+    ([[1.5, 2, 3]], [1], "T must hold integers"),
+    ([[1, 2, 3]], [1, 1], r"D must have shape \(1,\)"),
+])
+def test_golden_thresholds_refuse(T, D, match):
+    with pytest.raises(RangeError, match=match):
+        golden.requantize_thresholds([[0]], T, D, y_min=0, y_max=3)
+
+
+def test_thresholds_file_roundtrip(tmp_path):
+    cfg = LayerConfig(in_features=4, out_features=3, out_bits=2)
+    rng = np.random.default_rng(1)
+    k, b, lo, hi = random_channels(rng, 3)
+    table = layer_thresholds(k, b, lo, hi, y_min=cfg.y_min, y_max=cfg.y_max)
+    path = tmp_path / "t.npz"
+    save_thresholds(path, table)
+    back = load_thresholds(cfg, path)
+    assert np.array_equal(back.T, table.T) and np.array_equal(back.D, table.D)
+    np.savez(tmp_path / "bad.npz", T=table.T)
+    with pytest.raises(ValueError, match="lacks array 'D'"):
+        load_thresholds(cfg, tmp_path / "bad.npz")
+    with pytest.raises(RangeError, match=r"T must have shape \(4, 15\)"):
+        load_thresholds(cfg.replace(out_features=4, out_bits=4), path)
+
+
+def test_config_requant_style():
+    assert LayerConfig().requant_style == "multiply"
+    for style in ("multiply", "threshold", "auto"):
+        assert LayerConfig(requant_style=style).requant_style == style
+    with pytest.raises(ConfigError, match="requant_style must be one of 'multiply', "
+                                          "'threshold', 'auto', not 'lut'"):
+        LayerConfig(requant_style="lut")
+    with pytest.raises(ConfigError, match="out_bits = 16 gives y_max - y_min = 65535"):
+        LayerConfig(out_bits=16, requant_style="threshold")
+    assert LayerConfig(out_bits=16, requant_style="auto").requant_style == "auto"
+
+
+def test_choose_style_rule():
+    for out_bits, expected in ((2, "threshold"), (4, "threshold"), (8, "multiply")):
+        cfg = LayerConfig(out_bits=out_bits, requant_style="auto")
+        assert choose_style(cfg) == expected
+        assert choose_style(cfg.replace(requant_style="multiply")) == "multiply"
+        assert choose_style(cfg.replace(requant_style="threshold")) == "threshold"
+
+
+# -- the threshold requantizer ---------------------------------------------------------------------
+
+def threshold_cases(cfg, rng, count, t_bits=None):
+    """Beats of ``rows`` lanes: random ascending tables with repeats, both directions, and
+    accumulators on, just below and just above thresholds and at both ends of the width.
+
+    Returns ``acc`` (beats, rows), ``T`` (beats, rows, n), ``D`` (beats, rows), ``flags``
+    (beats, rows) and ``last`` (beats,)."""
+    n = threshold_count(cfg)
+    t_hi = cfg.acc_max + 1 if t_bits is None else min(cfg.acc_max + 1, (1 << (t_bits - 1)) - 1)
+    t_lo = cfg.acc_min if t_bits is None else max(cfg.acc_min, -(1 << (t_bits - 1)))
+    acc = np.zeros((count, cfg.rows), dtype=object)
+    T = np.zeros((count, cfg.rows, n), dtype=object)
+    D = np.zeros((count, cfg.rows), dtype=object)
+    for beat in range(count):
+        for r in range(cfg.rows):
+            if beat % 5 == 0:       # a narrow band: many levels hit
+                centre = rng.randint(cfg.acc_min, cfg.acc_max)
+                row = [min(max(centre + rng.randint(-n, n), t_lo), t_hi) for _ in range(n)]
+            else:
+                row = [rng.randint(t_lo, t_hi) for _ in range(n)]
+            if beat % 7 == 3:
+                row[: n // 2] = [t_lo] * (n // 2)
+                row[n // 2:] = [t_hi] * (n - n // 2)
+            row.sort()
+            T[beat, r] = row
+            D[beat, r] = rng.choice([1, -1])
+            pick = beat % 4
+            if pick == 0:
+                a = rng.randint(cfg.acc_min, cfg.acc_max)
+            elif pick == 3:
+                a = rng.choice([cfg.acc_min, cfg.acc_max])
+            else:
+                a = rng.choice(row) - (pick == 1)
+            acc[beat, r] = min(max(a, cfg.acc_min), cfg.acc_max)
+    flags = np.array([[rng.randint(0, 1) for _ in range(cfg.rows)] for _ in range(count)])
+    last = np.array([rng.randint(0, 1) for _ in range(count)])
+    return acc, T, D, flags, last
+
+
+def threshold_beats(cfg, acc, T, D, flags, last, t_bits=None):
+    n = threshold_count(cfg)
+    columns = {("last",): last}
+    for r in range(cfg.rows):
+        columns[("acc", r)] = acc[:, r]
+        columns[("d", r)] = (D[:, r] < 0).astype(int)
+        columns[("overflow", r)] = flags[:, r]
+        for j in range(n):
+            columns[("t", r, j)] = T[:, r, j]
+    return beats.pack_columns(threshold_input_layout(cfg, t_bits), columns, len(acc))
+
+
+def threshold_expected(cfg, acc, T, D, flags, last):
+    """Expected output beats, from the golden model, one lane at a time."""
+    y = np.zeros(acc.shape, dtype=object)
+    for beat in range(len(acc)):
+        y[beat] = golden.requantize_thresholds(acc[beat], T[beat], D[beat], y_min=cfg.y_min,
+                                               y_max=cfg.y_max)
+    columns = {("last",): last}
+    for r in range(cfg.rows):
+        columns[("y", r)] = y[:, r]
+        columns[("overflow", r)] = flags[:, r]
+    return y, beats.pack_columns(layouts.requant_output_layout(cfg), columns, len(acc))
+
+
+def th_cfg(**changes):
+    base = dict(in_features=4, out_features=4, rows=1, a_bits=1, w_bits=2,
+                requant_style="threshold")
+    base.update(changes)
+    return LayerConfig(**base)
+
+
+TH_CONFIGS = [
+    (th_cfg(acc_bits=3, out_bits=1), 1),
+    (th_cfg(rows=2, acc_bits=12, out_bits=2), 1),
+    (th_cfg(rows=3, out_features=6, acc_bits=10, out_bits=4, out_signed=True), 1),
+    (th_cfg(rows=2, acc_bits=20, out_bits=4, out_signed=True, relu=True), 2),
+    (th_cfg(rows=1, acc_bits=16, out_bits=8), 3),
+    (th_cfg(rows=2, acc_bits=64, out_bits=3, out_signed=True), 1),
+]
+
+
+def th_id(case):
+    cfg, lps = case
+    return (f"{cfg.rows}r-acc{cfg.acc_bits}-y{cfg.out_bits}{'s' if cfg.out_signed else 'u'}"
+            f"{'-relu' if cfg.relu else ''}-lps{lps}")
+
+
+@pytest.mark.parametrize("case", TH_CONFIGS, ids=th_id)
+def test_threshold_requantizer(case):
+    cfg, levels_per_stage = case
+    rng = random.Random(cfg.acc_bits)
+    acc, T, D, flags, last = threshold_cases(cfg, rng, 40)
+    dut = ThresholdRequantizer(cfg, levels_per_stage=levels_per_stage)
+    got = stream_test(dut, threshold_beats(cfg, acc, T, D, flags, last), len(acc),
+                      seed=cfg.acc_bits)
+    y, _ = threshold_expected(cfg, acc, T, D, flags, last)
+    seen = set()
+    for k, out in enumerate(got):
+        assert out.last == last[k], f"beat {k}: last"
+        for r in range(cfg.rows):
+            assert out.y[r] == y[k, r], \
+                f"beat {k}, lane {r}: acc {acc[k, r]}, D {D[k, r]}, T {list(T[k, r])}: " \
+                f"got {out.y[r]}, expected {y[k, r]}"
+            assert out.overflow[r] == flags[k, r]
+            seen.add(int(y[k, r]))
+    assert {cfg.y_min, cfg.y_max} <= seen
+    assert len(seen) >= min(3, cfg.y_max - cfg.y_min + 1)
+
+
+@pytest.mark.parametrize("case", TH_CONFIGS[1:5], ids=th_id)
+def test_threshold_requantizer_latency(case):
+    cfg, levels_per_stage = case
+    dut = ThresholdRequantizer(cfg, levels_per_stage=levels_per_stage)
+    acc, T, D, flags, last = threshold_cases(cfg, random.Random(0), 1)
+    n = threshold_count(cfg)
+    assert dut.latency == 2 + math.ceil(math.ceil(math.log2(n)) / levels_per_stage)
+    assert measure_latency(dut, threshold_beats(cfg, acc, T, D, flags, last)) == dut.latency
+
+
+def test_threshold_requantizer_refuses():
+    cfg = th_cfg(acc_bits=8, out_bits=2)
+    with pytest.raises(ValueError, match=r"t_bits must be an integer in \[2, acc_bits \+ 1 = "
+                                         r"9\], not 10"):
+        ThresholdRequantizer(cfg, t_bits=10)
+    with pytest.raises(ValueError, match="levels_per_stage must be an integer of at least 1, "
+                                         "not 0"):
+        ThresholdRequantizer(cfg, levels_per_stage=0)
+
+
+# -- the layer engine with thresholds --------------------------------------------------------------
+
+def engine_thresholds(cfg, w, rng, rounding="half_up"):
+    """A threshold table from random (k, b) spread over each channel's reachable range."""
+    lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
+    lo = np.maximum(lo, cfg.acc_min)
+    hi = np.minimum(hi, cfg.acc_max)
+    span = np.maximum(hi - lo, 1)
+    levels = cfg.y_max - cfg.y_min + 1
+    k = 1.3 * levels / span * rng.choice([1, -1], cfg.N) * rng.uniform(0.8, 1.2, cfg.N)
+    centre = (lo + hi) / 2
+    b = (cfg.y_min + cfg.y_max) / 2 - k * centre
+    return layer_thresholds(k, b, lo, hi, y_min=cfg.y_min, y_max=cfg.y_max,
+                            rounding=rounding), (k, b)
+
+
+ENGINE_CONFIGS = [
+    LayerConfig(in_features=6, out_features=4, rows=2, cols=3, a_bits=4, w_bits=4, acc_bits=9,
+                out_bits=2, requant_style="threshold"),
+    LayerConfig(in_features=8, out_features=6, rows=3, cols=2, a_bits=4, a_signed=True,
+                w_bits=4, acc_bits=12, overflow="saturate", out_bits=4, out_signed=True,
+                requant_style="auto"),
+]
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=["y2u-threshold", "y4s-auto"])
+def test_engine_thresholds(cfg):
+    rng = np.random.default_rng(5)
+    w = mac_weights(cfg, rng)
+    x = mac_inputs(cfg, w, rng, n_random=6)
+    table, _ = engine_thresholds(cfg, w, rng, rounding="half_even")
+    dut = LayerEngine(cfg, w, thresholds=table)
+    assert dut.requant_style == "threshold"
+    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.folds, seed=5,
+                      cycles=dut.cycles(len(x)))
+    expected = golden.layer_thresholds(cfg, x, w, table.T, table.D)
+    assert (expected.y == cfg.y_min).any() and (expected.y == cfg.y_max).any()
+    for k, out in enumerate(got):
+        vector, fold = divmod(k, cfg.folds)
+        assert out.last == (fold == cfg.folds - 1)
+        for r in range(cfg.rows):
+            c = fold * cfg.rows + r
+            assert (out.y[r], out.overflow[r]) == \
+                (int(expected.y[vector, c]), int(expected.overflow[vector, c])), \
+                f"vector {vector}, channel {c}: acc {expected.acc[vector, c]}"
+
+
+def test_engine_style_selection():
+    cfg = ENGINE_CONFIGS[0]
+    rng = np.random.default_rng(0)
+    w = mac_weights(cfg, rng)
+    table, _ = engine_thresholds(cfg, w, rng)
+    zeros = np.zeros(cfg.N, dtype=int)
+    with pytest.raises(ValueError, match="requant_style = 'threshold' needs thresholds"):
+        LayerEngine(cfg, w, zeros, zeros, zeros)
+    with pytest.raises(ValueError, match="requant_style = 'multiply' needs M, B and S"):
+        LayerEngine(cfg.replace(requant_style="multiply"), w, thresholds=table)
+    with pytest.raises(ValueError, match="not both"):
+        LayerEngine(cfg.replace(requant_style="auto"), w, zeros, zeros, zeros,
+                    thresholds=table)
+    auto = cfg.replace(requant_style="auto")
+    assert requant_style(auto, zeros, zeros, zeros, None) == "multiply"
+    assert requant_style(auto, None, None, None, table) == "threshold"
+    with pytest.raises(ValueError, match="'auto' needs M, B, S or thresholds"):
+        requant_style(auto, None, None, None, None)
+    bad = Thresholds(T=np.full_like(table.T, cfg.acc_max + 2), D=table.D)
+    with pytest.raises(RangeError, match=r"T\[0, 0\] = 257 does not fit \[-256, 256\]"):
+        LayerEngine(cfg, w, thresholds=bad)
+
+
+# -- cocotb on the generated Verilog ---------------------------------------------------------------
+
+COCOTB_CONFIGS = [
+    th_cfg(name="dut", rows=2, acc_bits=12, out_bits=2),
+    th_cfg(name="dut", rows=3, out_features=6, acc_bits=20, out_bits=4, out_signed=True),
+]
+
+
+@pytest.mark.parametrize("cfg", COCOTB_CONFIGS, ids=["y2u", "y4s"])
+def test_threshold_requantizer_verilator(cfg, verilator_build):
+    from qmac.sim.runner import run_stream
+    dut = ThresholdRequantizer(cfg)
+    built = verilator_build(dut, "threshold")
+    acc, T, D, flags, last = threshold_cases(cfg, random.Random(9), 60)
+    inputs = threshold_beats(cfg, acc, T, D, flags, last)
+    y, expected = threshold_expected(cfg, acc, T, D, flags, last)
+    assert (y == cfg.y_min).any() and (y == cfg.y_max).any()
+    width = threshold_input_layout(cfg).size
+    run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
+                     stall=(0.3, 0.3), seed=9, in_width=width, label="stalls")
+    assert run.passed and run.outputs == expected
+    run = run_stream(built, inputs, n_outputs=len(expected), expected=expected, stall=0.0,
+                     seed=9, in_width=width, label="full-rate")
+    assert run.passed and run.cycles <= len(inputs) + dut.latency + 1
+    run = run_stream(built, inputs[8:16], n_outputs=8, expected=expected[8:16],
+                     stall=(0.3, 0.3), seed=10, in_width=width, reset_prefix=inputs[:8],
+                     label="reset")
+    assert run.passed and run.prefix_outputs == expected[:len(run.prefix_outputs)]
+
+
+def test_engine_thresholds_verilator(verilator_build):
+    from qmac.sim.runner import run_stream
+    cfg = LayerConfig(name="dut", in_features=8, out_features=4, rows=2, cols=2, a_bits=4,
+                      w_bits=4, acc_bits=12, out_bits=4, out_signed=True,
+                      requant_style="threshold")
+    rng = np.random.default_rng(4)
+    w = mac_weights(cfg, rng)
+    x = mac_inputs(cfg, w, rng, n_random=10)
+    table, _ = engine_thresholds(cfg, w, rng)
+    dut = LayerEngine(cfg, w, thresholds=table)
+    built = verilator_build(dut, "engine_threshold")
+    result = golden.layer_thresholds(cfg, x, w, table.T, table.D)
+    assert (result.y == cfg.y_min).any() and (result.y == cfg.y_max).any()
+    batch = len(x)
+    columns = {("last",): np.tile((np.arange(cfg.folds) == cfg.folds - 1).astype(int), batch)}
+    y = np.asarray(result.y, dtype=object).reshape(batch * cfg.folds, cfg.rows)
+    flags = np.asarray(result.overflow, dtype=int).reshape(batch * cfg.folds, cfg.rows)
+    for r in range(cfg.rows):
+        columns[("y", r)] = y[:, r]
+        columns[("overflow", r)] = flags[:, r]
+    expected = beats.pack_columns(layouts.engine_output_layout(cfg), columns,
+                                  batch * cfg.folds)
+    inputs = beats.engine_beats(cfg, x)
+    width = layouts.engine_input_layout(cfg).size
+    run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
+                     stall=(0.3, 0.3), seed=4, in_width=width, label="stalls")
+    assert run.passed and run.outputs == expected
+    run = run_stream(built, inputs, n_outputs=len(expected), expected=expected, stall=0.0,
+                     seed=4, in_width=width, label="full-rate")
+    assert run.passed and run.cycles <= dut.cycles(batch) + 2
