@@ -1,7 +1,16 @@
-"""The requantization unit: ``rows`` lanes of ``clamp(floor((acc·M + B) / 2^S), y_min, y_max)``."""
+"""The requantization units, ``y = clamp(floor((acc·M + B) / 2^S), y_min, y_max)``.
 
-from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+- :class:`Requantizer`: ``rows`` full lanes with ``M``, ``B``, ``S`` on the input stream and a
+  0..``s_max`` shifter; one beat per cycle (the bare block of ``qmac generate``).
+- :class:`FoldRequantizer`: the layer engine's unit, sized to the rate at which the MAC array
+  delivers accumulators (``rows`` every ``beats`` cycles): ``cfg.requant_lanes`` lanes, each
+  multiply spread over the idle cycles digit by digit, and a shifter over only the shifts the
+  baked-in ``S`` uses.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
@@ -9,7 +18,31 @@ from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
 
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "FoldRequantizer", "clamp_output"]
+
+
+def clamp_output(cfg, value):
+    """``value`` (signed) clamped to ``[cfg.y_min, cfg.y_max]``.
+
+    ``y_max`` is ``2^k - 1`` and ``y_min`` is ``-2^k`` or 0, so the clamp looks at the high
+    bits of ``value`` instead of comparing with constants.
+    """
+    width = len(value)
+    k = cfg.y_max.bit_length()
+    sign = value[-1]
+    if cfg.y_min < 0:
+        assert cfg.y_min == -(1 << k)
+        if width <= k + 1:
+            return value
+        top = value[k:]
+        inside = top.all() | ~top.any()
+        return Mux(inside, value[:k + 1].as_signed(), Mux(sign, cfg.y_min, cfg.y_max))
+    assert cfg.y_min == 0
+    low = value[:min(k, width - 1)]
+    if width - 1 > k:
+        above = ~sign & value[k:width - 1].any()
+        low = Mux(above, cfg.y_max, low)
+    return Mux(sign, 0, low)
 
 
 class Requantizer(wiring.Component):
@@ -69,28 +102,7 @@ class Requantizer(wiring.Component):
         })
 
     def _clamp(self, value):
-        """``value`` (signed) clamped to ``[y_min, y_max]``.
-
-        ``y_max`` is ``2^k - 1`` and ``y_min`` is ``-2^k`` or 0, so the clamp looks at the high
-        bits of ``value`` instead of comparing with constants.
-        """
-        cfg = self.cfg
-        width = len(value)
-        k = cfg.y_max.bit_length()
-        sign = value[-1]
-        if cfg.y_min < 0:
-            assert cfg.y_min == -(1 << k)
-            if width <= k + 1:
-                return value
-            top = value[k:]
-            inside = top.all() | ~top.any()
-            return Mux(inside, value[:k + 1].as_signed(), Mux(sign, cfg.y_min, cfg.y_max))
-        assert cfg.y_min == 0
-        low = value[:min(k, width - 1)]
-        if width - 1 > k:
-            above = ~sign & value[k:width - 1].any()
-            low = Mux(above, cfg.y_max, low)
-        return Mux(sign, 0, low)
+        return clamp_output(self.cfg, value)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -134,5 +146,297 @@ class Requantizer(wiring.Component):
             m.d.comb += shifted.eq(sums[r] >> amount)
             with m.If(en):
                 m.d.sync += self.o.p.y[r].eq(self._clamp(shifted))
+
+        return m
+
+
+#: The narrowest digit of ``M`` a spread multiply uses (narrower digits save little and cost a
+#: wider digit mux and more control).
+MIN_DIGIT_BITS = 2
+
+
+def distinct_shifts(S):
+    """The sorted distinct shifts of a layer's ``S`` array, as a tuple of ints."""
+    return tuple(sorted({int(s) for s in S}))
+
+
+class FoldRequantizer(wiring.Component):
+    """The layer engine's requantizer, with lanes sized to the rate of the MAC array.
+
+    The MAC array yields the ``rows`` accumulators of a fold once every ``beats = K/cols``
+    cycles. This unit takes them into a buffer and requantizes them with ``lanes =
+    cfg.requant_lanes`` lanes: lane ``l`` handles channels ``g·lanes + l`` of the fold in
+    ``groups = ceil(rows / lanes)`` consecutive steps ``g``. Each step spreads the multiply
+    ``acc·M`` over ``digits`` cycles (``digits·groups <= beats``): ``M`` is cut into ``digits``
+    digits of ``digit_bits`` bits (the top one signed, the others unsigned), and
+
+        T_0 = B + acc·M_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j
+
+    with the ``d`` low bits of each ``T_{j-1}`` kept, so that ``acc·M + B = T_last·2^(d·(digits
+    - 1)) + low`` exactly (each step is an exact floor division with its remainder kept; the
+    low bits below the smallest shift have no reader and are removed by synthesis). The right
+    shift is a multiplexer over the distinct shifts ``shifts`` that the baked-in ``S`` uses (a
+    constant with one shift, as with ``cfg.shared_shift``), each clamped like
+    :func:`clamp_output`. The output beat holds all ``rows`` results, as :class:`Requantizer`'s.
+
+    The parameters come from a memory outside the unit (the engine's): word ``f·groups + g``
+    holds ``M``, ``B`` and the shift index of the ``lanes`` channels of step ``g`` of fold ``f``
+    (:meth:`param_words`); the unit reads it through ``params``.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+    shifts : sequence of int
+        The distinct shifts ``S`` used (sorted, each in ``0..s_max``).
+    mul_plan : MulPlan, optional
+        ``mul_plan.requant[l]`` builds the multiply of lane ``l``.
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.mac_output_layout(cfg)))
+        The accumulators and overflow flags of one fold, folds in order ``0..folds-1`` (the
+        unit counts them and sets ``last`` on fold ``folds - 1``).
+    o : Out(stream.Signature(layouts.requant_output_layout(cfg)))
+        One output beat per input beat, in order.
+    params : In(ReadPort.Signature(...))
+        A synchronous read port of the parameter memory (``en`` stays high); the unit drives
+        ``addr`` one cycle ahead of the step that uses the word.
+
+    Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
+    latency`` with ``latency = groups·digits + 2`` when ``o`` does not stall; ``i`` takes a
+    new beat every ``groups·digits <= beats`` cycles, so the MAC array never waits at full rate.
+    One global enable ``en = ~o.valid | o.ready`` freezes every stage while ``o`` stalls
+    (``i.ready = en`` and no step left of the buffered fold), so nothing is lost, duplicated or
+    reordered; ``o.valid`` never depends on ``o.ready``.
+    """
+
+    def __new__(cls, cfg, shifts, *, mul_plan=None):
+        cls._check_shifts(cfg, shifts)
+        if mul_plan is not None:
+            mul_plan.check(cfg)
+        return super().__new__(cls, src_loc_at=1)
+
+    @staticmethod
+    def _check_shifts(cfg, shifts):
+        shifts = tuple(shifts)
+        if not shifts or any(isinstance(s, bool) or not isinstance(s, int) for s in shifts) \
+                or list(shifts) != sorted(set(shifts)) \
+                or not 0 <= shifts[0] <= shifts[-1] <= cfg.s_max:
+            raise ValueError(f"shifts must be distinct sorted integers in 0..{cfg.s_max} "
+                             f"(s_max), not {shifts!r}")
+        return shifts
+
+    def __init__(self, cfg, shifts, *, mul_plan=None):
+        self.cfg = cfg
+        self.shifts = self._check_shifts(cfg, shifts)
+        self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        self.lanes = cfg.requant_lanes
+        self.groups = -(-cfg.rows // self.lanes)
+        budget = max(1, cfg.beats // self.groups)               # cycles per step
+        digits = max(1, min(budget, -(-cfg.m_bits // MIN_DIGIT_BITS)))
+        #: Bits of every digit of ``M`` but the top one.
+        self.digit_bits = -(-cfg.m_bits // digits)
+        #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
+        self.digits = -(-cfg.m_bits // self.digit_bits)
+        self.latency = self.groups * self.digits + 2
+        self.product_bits = cfg.acc_bits + cfg.m_bits
+        self.sum_bits = max(self.product_bits, cfg.b_bits) + 1
+        self.depth = max(2, cfg.folds * self.groups)
+        super().__init__({
+            "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
+            "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
+            "params": In(ReadPort.Signature(addr_width=(self.depth - 1).bit_length(),
+                                            shape=self.param_layout)),
+        })
+
+    @property
+    def param_layout(self):
+        """One parameter word: ``m``, ``b`` (and ``sel``, the index into ``shifts``, when there
+        is more than one shift) of the ``lanes`` channels of one step."""
+        fields = {"m": data.ArrayLayout(signed(self.cfg.m_bits), self.lanes),
+                  "b": data.ArrayLayout(signed(self.cfg.b_bits), self.lanes)}
+        if len(self.shifts) > 1:
+            fields["sel"] = data.ArrayLayout(unsigned((len(self.shifts) - 1).bit_length()),
+                                             self.lanes)
+        return data.StructLayout(fields)
+
+    def param_words(self, M, B, S):
+        """The parameter memory image of a layer's per-channel ``M``, ``B``, ``S`` (lanes past
+        the last row of a fold hold zeros).
+
+        Raises
+        ------
+        ValueError
+            A shift of ``S`` that is not in ``shifts``.
+        """
+        cfg = self.cfg
+        words = []
+        for f in range(cfg.folds):
+            for g in range(self.groups):
+                word = {"m": [], "b": []}
+                sel = []
+                for lane in range(self.lanes):
+                    r = g * self.lanes + lane
+                    if r < cfg.rows:
+                        c = f * cfg.rows + r
+                        if int(S[c]) not in self.shifts:
+                            raise ValueError(f"S[{c}] = {int(S[c])} is not one of the shifts "
+                                             f"{self.shifts}")
+                        word["m"].append(int(M[c]))
+                        word["b"].append(int(B[c]))
+                        sel.append(self.shifts.index(int(S[c])))
+                    else:
+                        word["m"].append(0)
+                        word["b"].append(0)
+                        sel.append(0)
+                if len(self.shifts) > 1:
+                    word["sel"] = sel
+                words.append(word)
+        return words
+
+    def _digit(self, m, j):
+        """Digit ``j`` of ``m`` as a signed value: unsigned for ``j < digits - 1``, signed (the
+        top bits of ``m``) for the last."""
+        d = self.digit_bits
+        if j == self.digits - 1:
+            return Value.cast(m)[j * d:].as_signed()
+        return Cat(Value.cast(m)[j * d:(j + 1) * d], Const(0, 1)).as_signed()
+
+    def _shift_clamp(self, full, sel):
+        """``clamp(full >> shift)`` for the shift ``shifts[sel]``: one clamp per distinct shift,
+        then a multiplexer of ``out_bits``-wide results."""
+        cfg = self.cfg
+        results = []
+        for s in self.shifts:
+            shifted = full[s:].as_signed() if s < len(full) else full[-1:].as_signed()
+            results.append(clamp_output(cfg, shifted))
+        if len(results) == 1:
+            return results[0]
+        return Array(results)[sel]
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
+        m = Module()
+
+        en = Signal()
+        busy = Signal()                      # the buffer holds a fold with steps left
+        accept = Signal()
+        issue = Signal()
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(en & ~busy),
+            accept.eq(self.i.valid & self.i.ready),
+            issue.eq(accept | (busy & en)),
+        ]
+
+        # -- sequencer: step `group` of the fold, digit `digit` of the step --------------------
+        group = Signal(range(max(2, groups)), name="step_group")
+        digit = Signal(range(max(2, digits)), name="step_digit")
+        cur_group = Mux(busy, group, 0)
+        cur_digit = Mux(busy, digit, 0)
+        digit_last = Signal()
+        group_last = Signal()
+        m.d.comb += [
+            digit_last.eq(cur_digit == digits - 1),
+            group_last.eq(cur_group == groups - 1),
+        ]
+        with m.If(issue):
+            m.d.sync += busy.eq(~(digit_last & group_last))
+            with m.If(digit_last):
+                m.d.sync += [digit.eq(0), group.eq(Mux(group_last, 0, cur_group + 1))]
+            with m.Else():
+                m.d.sync += digit.eq(cur_digit + 1)
+
+        fold = Signal(range(max(2, cfg.folds)), name="fold")
+        with m.If(issue & digit_last & group_last):
+            m.d.sync += fold.eq(Mux(fold == cfg.folds - 1, 0, fold + 1))
+
+        # The parameter word of the current step; the read port is addressed with its next
+        # value, so its data always belongs to the current step.
+        word = Signal(range(self.depth), name="param_word")
+        word_next = Signal(range(self.depth), name="param_word_next")
+        last_word = cfg.folds * groups - 1
+        m.d.comb += [
+            word_next.eq(Mux(issue & digit_last, Mux(word == last_word, 0, word + 1), word)),
+            self.params.addr.eq(word_next),
+        ]
+        m.d.sync += word.eq(word_next)
+        params = self.params.data
+
+        # -- the buffered fold ---------------------------------------------------------------
+        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc")
+        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow")
+        with m.If(accept):
+            m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
+
+        def channel_of(source, lane):
+            """``source[group·lanes + lane]`` (0 past the last row) for the current group."""
+            choices = [source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
+                       for g in range(groups)]
+            return choices[0] if groups == 1 else Array(choices)[group]
+
+        # -- stage 1: the partial product of one digit ---------------------------------------
+        s1_valid, s1_first, s1_final, s1_group, s1_last = stage(
+            m, en, "partial", valid=issue, first=cur_digit == 0, final=digit_last,
+            group=cur_group, last=group_last & (fold == cfg.folds - 1))
+        partials, offsets, selects, flags = [], [], [], []
+        for lane in range(lanes):
+            acc = Mux(busy, channel_of(buffer_acc, lane), self.i.p.acc[lane])
+            overflow = Mux(busy, channel_of(buffer_overflow, lane), self.i.p.overflow[lane])
+            m_digits = [self._digit(params.m[lane], j) for j in range(digits)]
+            m_digit = m_digits[0] if digits == 1 else Array(m_digits)[cur_digit]
+            partial = Signal(signed(cfg.acc_bits + d + 1), name=f"partial_{lane}")
+            offset = Signal(signed(cfg.b_bits), name=f"offset_{lane}")
+            select = Signal(range(max(2, len(self.shifts))), name=f"select_{lane}")
+            flag = Signal(name=f"partial_overflow_{lane}")
+            with m.If(en):
+                m.d.sync += [
+                    partial.eq(product(acc, m_digit, self.mul_plan.requant[lane])),
+                    offset.eq(params.b[lane]),
+                    flag.eq(overflow),
+                ]
+                if len(self.shifts) > 1:
+                    m.d.sync += select.eq(params.sel[lane])
+            partials.append(partial)
+            offsets.append(offset)
+            selects.append(select)
+            flags.append(flag)
+
+        # -- stage 2: T = floor(T / 2^d) + partial, the low bits kept --------------------------
+        s2_valid, s2_group, s2_last = stage(
+            m, en, "sum", valid=s1_valid & s1_final, group=s1_group, last=s1_last)
+        low_bits = d * (digits - 1)
+        totals, lows, s2_selects, s2_flags = [], [], [], []
+        for lane in range(lanes):
+            total = Signal(signed(self.sum_bits), name=f"sum_{lane}")
+            low = Signal(max(1, low_bits), name=f"sum_low_{lane}")
+            with m.If(en & s1_valid):
+                m.d.sync += total.eq(Mux(s1_first, offsets[lane], total >> d) + partials[lane])
+                if low_bits:
+                    with m.If(~s1_first):
+                        m.d.sync += low.eq(Cat(low[d:], total[:d]))
+            s2_select, s2_flag = stage(m, en, f"sum_{lane}", select=selects[lane],
+                                       overflow=flags[lane])
+            totals.append(total)
+            lows.append(low)
+            s2_selects.append(s2_select)
+            s2_flags.append(s2_flag)
+
+        # -- stage 3: shift and clamp into the output beat ------------------------------------
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(s2_valid & (s2_group == groups - 1))
+            with m.If(s2_valid & (s2_group == groups - 1)):
+                m.d.sync += self.o.p.last.eq(s2_last)
+        for lane in range(lanes):
+            full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
+            result = self._shift_clamp(full, s2_selects[lane])
+            for g in range(groups):
+                r = g * lanes + lane
+                if r >= cfg.rows:
+                    continue
+                with m.If(en & s2_valid & (s2_group == g)):
+                    m.d.sync += [self.o.p.y[r].eq(result),
+                                 self.o.p.overflow[r].eq(s2_flags[lane])]
 
         return m
