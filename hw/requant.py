@@ -206,7 +206,8 @@ class FoldRequantizer(wiring.Component):
     latency`` with ``latency = groups·digits + 2`` when ``o`` does not stall; ``i`` takes a
     new beat every ``groups·digits <= beats`` cycles, so the MAC array never waits at full rate.
     One global enable ``en = ~o.valid | o.ready`` freezes every stage while ``o`` stalls
-    (``i.ready = en`` and no step left of the buffered fold), so nothing is lost, duplicated or
+    (``i.ready = en`` and no step left of the buffered fold, and not in the first cycle after a
+    reset, while the parameter port is not yet primed), so nothing is lost, duplicated or
     reordered; ``o.valid`` never depends on ``o.ready``.
     """
 
@@ -303,16 +304,45 @@ class FoldRequantizer(wiring.Component):
         return Cat(Value.cast(m)[j * d:(j + 1) * d], Const(0, 1)).as_signed()
 
     def _shift_clamp(self, full, sel):
-        """``clamp(full >> shift)`` for the shift ``shifts[sel]``: one clamp per distinct shift,
-        then a multiplexer of ``out_bits``-wide results."""
+        """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value.
+
+        The clamp needs, per shift ``s``, the ``k`` or ``k + 1`` bits from ``s`` up (the window)
+        and whether the bits above them are all equal to the sign (one "all" and one "any"
+        over each suffix of ``full``, shared between the shifts as two chains); the shift is a
+        multiplexer of windows and flags over only the shifts used, then one clamp.
+        """
         cfg = self.cfg
-        results = []
-        for s in self.shifts:
-            shifted = full[s:].as_signed() if s < len(full) else full[-1:].as_signed()
-            results.append(clamp_output(cfg, shifted))
-        if len(results) == 1:
-            return results[0]
-        return Array(results)[sel]
+        width = len(full)
+        k = cfg.y_max.bit_length()
+        sign = full[-1]
+
+        def bit(j):
+            return full[min(j, width - 1)]          # past the top: the sign
+
+        def pick(values):
+            return values[0] if len(values) == 1 else Array(values)[sel]
+
+        def suffix(op, stop):
+            """``chain[j] = op(full[j:stop])`` for every ``j < stop``, as one chain."""
+            chain = {}
+            for j in reversed(range(stop)):
+                chain[j] = full[j] if j == stop - 1 else op(full[j], chain[j + 1])
+            return chain
+
+        if cfg.y_min < 0:
+            assert cfg.y_min == -(1 << k)
+            any_from = suffix(lambda a, b: a | b, width)
+            all_from = suffix(lambda a, b: a & b, width)
+            windows = [Cat(*(bit(s + i) for i in range(k + 1))) for s in self.shifts]
+            inside = [all_from[s + k] | ~any_from[s + k] if s + k < width - 1 else Const(1, 1)
+                      for s in self.shifts]
+            return Mux(pick(inside), pick(windows).as_signed(),
+                       Mux(sign, cfg.y_min, cfg.y_max))
+        assert cfg.y_min == 0
+        any_from = suffix(lambda a, b: a | b, width - 1)           # below the sign bit
+        windows = [Cat(*(bit(s + i) for i in range(k))) for s in self.shifts]
+        above = [any_from[s + k] if s + k < width - 1 else Const(0, 1) for s in self.shifts]
+        return Mux(sign, 0, Mux(pick(above), cfg.y_max, pick(windows)))
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -321,11 +351,15 @@ class FoldRequantizer(wiring.Component):
 
         en = Signal()
         busy = Signal()                      # the buffer holds a fold with steps left
+        # The parameter read port holds the word of the current step from the second cycle
+        # after a reset on; no beat is taken before.
+        primed = Signal()
+        m.d.sync += primed.eq(1)
         accept = Signal()
         issue = Signal()
         m.d.comb += [
             en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en & ~busy),
+            self.i.ready.eq(en & ~busy & primed),
             accept.eq(self.i.valid & self.i.ready),
             issue.eq(accept | (busy & en)),
         ]
