@@ -86,7 +86,8 @@ class LayerEngine(wiring.Component):
         self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
         self.levels_per_stage = levels_per_stage
         self._mac = MacArray(cfg, levels_per_stage=levels_per_stage, mul_plan=mul_plan)
-        self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), mul_plan=mul_plan)
+        self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
+                                        mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 1 + self._mac.latency + self._requant.latency

@@ -150,6 +150,10 @@ class Requantizer(wiring.Component):
         return m
 
 
+#: How :class:`FoldRequantizer` shifts: a multiplexer over the shifts used (``"select"``), or
+#: one shift with ``M`` and ``B`` scaled to it (``"align"``).
+SHIFT_STYLES = ("select", "align", "auto")
+
 #: The narrowest digit of ``M`` a spread multiply uses (narrower digits save little and cost a
 #: wider digit mux and more control).
 MIN_DIGIT_BITS = 2
@@ -179,15 +183,25 @@ class FoldRequantizer(wiring.Component):
     constant with one shift, as with ``cfg.shared_shift``), each clamped like
     :func:`clamp_output`. The output beat holds all ``rows`` results, as :class:`Requantizer`'s.
 
-    The parameters come from a memory outside the unit (the engine's): word ``f·groups + g``
-    holds ``M``, ``B`` and the shift index of the ``lanes`` channels of step ``g`` of fold ``f``
-    (:meth:`param_words`); the unit reads it through ``params``.
+    Shift styles: ``"select"`` is the multiplexer above; ``"align"`` stores ``M·2^e`` and
+    ``B·2^e`` with ``e = max(shifts) - S`` and shifts every channel by ``max(shifts)``, a
+    constant (exactly equal: ``floor((acc·M + B)·2^e / 2^(S+e)) = floor((acc·M + B) / 2^S)``),
+    at the cost of ``M``, ``B`` and the sum ``max - min`` bits wider; ``"auto"`` picks
+    ``"align"`` when ``3·(max - min) < (len(shifts) - 1)·(out_bits + 1)`` (about 3 LUTs per
+    extra bit of the sum and digits against one more ``out_bits + 1``-bit window per shift;
+    measured on the example layer), else ``"select"``.
+
+    The parameters come from a memory outside the unit (the engine's): word ``(f·groups +
+    g)·digits + j`` holds digit ``j`` of ``M``, ``B`` and the shift index of the ``lanes``
+    channels of step ``g`` of fold ``f`` (:meth:`param_words`); the unit reads it through
+    ``params``, so no digit multiplexer is needed.
 
     Parameters
     ----------
     cfg : LayerConfig
     shifts : sequence of int
         The distinct shifts ``S`` used (sorted, each in ``0..s_max``).
+    shift_style : {"select", "align", "auto"}
     mul_plan : MulPlan, optional
         ``mul_plan.requant[l]`` builds the multiply of lane ``l``.
 
@@ -203,16 +217,20 @@ class FoldRequantizer(wiring.Component):
         ``addr`` one cycle ahead of the step that uses the word.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 2`` when ``o`` does not stall; ``i`` takes a
-    new beat every ``groups·digits <= beats`` cycles, so the MAC array never waits at full rate.
-    One global enable ``en = ~o.valid | o.ready`` freezes every stage while ``o`` stalls
-    (``i.ready = en`` and no step left of the buffered fold, and not in the first cycle after a
-    reset, while the parameter port is not yet primed), so nothing is lost, duplicated or
+    latency`` with ``latency = groups·digits + 3`` when ``o`` does not stall (its steps are
+    issued from the buffer in cycles ``t+1 .. t+groups·digits``); ``i`` takes a new beat every
+    ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
+    the previous one), so the MAC array never waits at full rate. One global enable ``en =
+    ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` while no step
+    of the buffered fold is left but the current one), so nothing is lost, duplicated or
     reordered; ``o.valid`` never depends on ``o.ready``.
     """
 
-    def __new__(cls, cfg, shifts, *, mul_plan=None):
+    def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None):
         cls._check_shifts(cfg, shifts)
+        if shift_style not in SHIFT_STYLES:
+            raise ValueError(f"shift_style must be one of "
+                             f"{', '.join(map(repr, SHIFT_STYLES))}, not {shift_style!r}")
         if mul_plan is not None:
             mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)
@@ -227,22 +245,36 @@ class FoldRequantizer(wiring.Component):
                              f"(s_max), not {shifts!r}")
         return shifts
 
-    def __init__(self, cfg, shifts, *, mul_plan=None):
+    def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None):
         self.cfg = cfg
-        self.shifts = self._check_shifts(cfg, shifts)
+        #: The shifts the parameters use.
+        self.used_shifts = self._check_shifts(cfg, shifts)
+        if shift_style == "auto":
+            spread = self.used_shifts[-1] - self.used_shifts[0]
+            wide = 3 * spread < (len(self.used_shifts) - 1) * (cfg.out_bits + 1)
+            shift_style = "align" if wide else "select"
+        self.shift_style = shift_style
+        #: ``align``: ``M`` and ``B`` of a channel with shift ``S`` are stored times
+        #: ``2^(max - S)`` and every channel shifts by the largest one (exactly equal: the
+        #: factor divides out); the stored ``M``, ``B`` are ``spread`` bits wider.
+        spread = self.used_shifts[-1] - self.used_shifts[0] if shift_style == "align" else 0
+        #: The shifts of the hardware: those used, or the largest one alone with ``align``.
+        self.shifts = self.used_shifts[-1:] if shift_style == "align" else self.used_shifts
+        self.m_width = cfg.m_bits + spread
+        self.b_width = cfg.b_bits + spread
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
         self.lanes = cfg.requant_lanes
         self.groups = -(-cfg.rows // self.lanes)
         budget = max(1, cfg.beats // self.groups)               # cycles per step
-        digits = max(1, min(budget, -(-cfg.m_bits // MIN_DIGIT_BITS)))
+        digits = max(1, min(budget, -(-self.m_width // MIN_DIGIT_BITS)))
         #: Bits of every digit of ``M`` but the top one.
-        self.digit_bits = -(-cfg.m_bits // digits)
+        self.digit_bits = -(-self.m_width // digits)
         #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
-        self.digits = -(-cfg.m_bits // self.digit_bits)
-        self.latency = self.groups * self.digits + 2
-        self.product_bits = cfg.acc_bits + cfg.m_bits
-        self.sum_bits = max(self.product_bits, cfg.b_bits) + 1
-        self.depth = max(2, cfg.folds * self.groups)
+        self.digits = -(-self.m_width // self.digit_bits)
+        self.latency = self.groups * self.digits + 3
+        self.product_bits = cfg.acc_bits + self.m_width
+        self.sum_bits = max(self.product_bits, self.b_width) + 1
+        self.depth = max(2, cfg.folds * self.groups * self.digits)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
@@ -252,18 +284,28 @@ class FoldRequantizer(wiring.Component):
 
     @property
     def param_layout(self):
-        """One parameter word: ``m``, ``b`` (and ``sel``, the index into ``shifts``, when there
-        is more than one shift) of the ``lanes`` channels of one step."""
-        fields = {"m": data.ArrayLayout(signed(self.cfg.m_bits), self.lanes),
-                  "b": data.ArrayLayout(signed(self.cfg.b_bits), self.lanes)}
+        """One parameter word: digit ``m`` of ``M``, ``b`` (and ``sel``, the index into
+        ``shifts``, when there is more than one shift) of the ``lanes`` channels of one step."""
+        fields = {"m": data.ArrayLayout(signed(self.digit_bits + 1), self.lanes),
+                  "b": data.ArrayLayout(signed(self.b_width), self.lanes)}
         if len(self.shifts) > 1:
             fields["sel"] = data.ArrayLayout(unsigned((len(self.shifts) - 1).bit_length()),
                                              self.lanes)
         return data.StructLayout(fields)
 
+    def digits_of(self, value):
+        """The digits of ``value`` (an int of ``m_width`` signed bits), low first: ``digits -
+        1`` unsigned ones of ``digit_bits`` bits, then the signed rest; ``value = Σ digit_j ·
+        2^(j·digit_bits)``."""
+        d = self.digit_bits
+        low = [(value >> (j * d)) & ((1 << d) - 1) for j in range(self.digits - 1)]
+        return low + [value >> (d * (self.digits - 1))]
+
     def param_words(self, M, B, S):
-        """The parameter memory image of a layer's per-channel ``M``, ``B``, ``S`` (lanes past
-        the last row of a fold hold zeros).
+        """The parameter memory image of a layer's per-channel ``M``, ``B``, ``S``: word ``(f·groups
+        + g)·digits + j`` holds digit ``j`` of ``M`` (times ``2^(max S - S)`` with ``align``) and
+        ``B`` (scaled alike) of the lanes of step ``g`` of fold ``f``; lanes past the last row of a
+        fold hold zeros.
 
         Raises
         ------
@@ -274,34 +316,28 @@ class FoldRequantizer(wiring.Component):
         words = []
         for f in range(cfg.folds):
             for g in range(self.groups):
-                word = {"m": [], "b": []}
-                sel = []
+                m_digits, b, sel = [], [], []
                 for lane in range(self.lanes):
                     r = g * self.lanes + lane
-                    if r < cfg.rows:
-                        c = f * cfg.rows + r
-                        if int(S[c]) not in self.shifts:
-                            raise ValueError(f"S[{c}] = {int(S[c])} is not one of the shifts "
-                                             f"{self.shifts}")
-                        word["m"].append(int(M[c]))
-                        word["b"].append(int(B[c]))
-                        sel.append(self.shifts.index(int(S[c])))
-                    else:
-                        word["m"].append(0)
-                        word["b"].append(0)
+                    if r >= cfg.rows:
+                        m_digits.append([0] * self.digits)
+                        b.append(0)
                         sel.append(0)
-                if len(self.shifts) > 1:
-                    word["sel"] = sel
-                words.append(word)
+                        continue
+                    c = f * cfg.rows + r
+                    if int(S[c]) not in self.used_shifts:
+                        raise ValueError(f"S[{c}] = {int(S[c])} is not one of the shifts "
+                                         f"{self.used_shifts}")
+                    scale = self.shifts[-1] - int(S[c]) if self.shift_style == "align" else 0
+                    m_digits.append(self.digits_of(int(M[c]) << scale))
+                    b.append(int(B[c]) << scale)
+                    sel.append(self.shifts.index(int(S[c])) if len(self.shifts) > 1 else 0)
+                for j in range(self.digits):
+                    word = {"m": [lane[j] for lane in m_digits], "b": b}
+                    if len(self.shifts) > 1:
+                        word["sel"] = sel
+                    words.append(word)
         return words
-
-    def _digit(self, m, j):
-        """Digit ``j`` of ``m`` as a signed value: unsigned for ``j < digits - 1``, signed (the
-        top bits of ``m``) for the last."""
-        d = self.digit_bits
-        if j == self.digits - 1:
-            return Value.cast(m)[j * d:].as_signed()
-        return Cat(Value.cast(m)[j * d:(j + 1) * d], Const(0, 1)).as_signed()
 
     def _shift_clamp(self, full, sel):
         """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value.
@@ -351,48 +387,44 @@ class FoldRequantizer(wiring.Component):
 
         en = Signal()
         busy = Signal()                      # the buffer holds a fold with steps left
-        # The parameter read port holds the word of the current step from the second cycle
-        # after a reset on; no beat is taken before.
-        primed = Signal()
-        m.d.sync += primed.eq(1)
         accept = Signal()
         issue = Signal()
-        m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en & ~busy & primed),
-            accept.eq(self.i.valid & self.i.ready),
-            issue.eq(accept | (busy & en)),
-        ]
-
         # -- sequencer: step `group` of the fold, digit `digit` of the step --------------------
         group = Signal(range(max(2, groups)), name="step_group")
         digit = Signal(range(max(2, digits)), name="step_digit")
-        cur_group = Mux(busy, group, 0)
-        cur_digit = Mux(busy, digit, 0)
+        cur_group, cur_digit = group, digit
         digit_last = Signal()
         group_last = Signal()
         m.d.comb += [
-            digit_last.eq(cur_digit == digits - 1),
-            group_last.eq(cur_group == groups - 1),
+            en.eq(~self.o.valid | self.o.ready),
+            digit_last.eq(digit == digits - 1),
+            group_last.eq(group == groups - 1),
+            issue.eq(busy & en),
+            # A new fold enters the buffer while the last step of the previous one reads it.
+            self.i.ready.eq(en & (~busy | (digit_last & group_last))),
+            accept.eq(self.i.valid & self.i.ready),
         ]
         with m.If(issue):
-            m.d.sync += busy.eq(~(digit_last & group_last))
             with m.If(digit_last):
-                m.d.sync += [digit.eq(0), group.eq(Mux(group_last, 0, cur_group + 1))]
+                m.d.sync += [digit.eq(0), group.eq(Mux(group_last, 0, group + 1))]
             with m.Else():
-                m.d.sync += digit.eq(cur_digit + 1)
+                m.d.sync += digit.eq(digit + 1)
+        with m.If(accept):
+            m.d.sync += busy.eq(1)
+        with m.Elif(issue & digit_last & group_last):
+            m.d.sync += busy.eq(0)
 
         fold = Signal(range(max(2, cfg.folds)), name="fold")
         with m.If(issue & digit_last & group_last):
             m.d.sync += fold.eq(Mux(fold == cfg.folds - 1, 0, fold + 1))
 
-        # The parameter word of the current step; the read port is addressed with its next
-        # value, so its data always belongs to the current step.
+        # The parameter word of the current step and digit; the read port is addressed with its
+        # next value, so its data always belongs to the current one.
         word = Signal(range(self.depth), name="param_word")
         word_next = Signal(range(self.depth), name="param_word_next")
-        last_word = cfg.folds * groups - 1
+        last_word = cfg.folds * groups * digits - 1
         m.d.comb += [
-            word_next.eq(Mux(issue & digit_last, Mux(word == last_word, 0, word + 1), word)),
+            word_next.eq(Mux(issue, Mux(word == last_word, 0, word + 1), word)),
             self.params.addr.eq(word_next),
         ]
         m.d.sync += word.eq(word_next)
@@ -416,12 +448,11 @@ class FoldRequantizer(wiring.Component):
             group=cur_group, last=group_last & (fold == cfg.folds - 1))
         partials, offsets, selects, flags = [], [], [], []
         for lane in range(lanes):
-            acc = Mux(busy, channel_of(buffer_acc, lane), self.i.p.acc[lane])
-            overflow = Mux(busy, channel_of(buffer_overflow, lane), self.i.p.overflow[lane])
-            m_digits = [self._digit(params.m[lane], j) for j in range(digits)]
-            m_digit = m_digits[0] if digits == 1 else Array(m_digits)[cur_digit]
+            acc = channel_of(buffer_acc, lane)
+            overflow = channel_of(buffer_overflow, lane)
+            m_digit = params.m[lane]
             partial = Signal(signed(cfg.acc_bits + d + 1), name=f"partial_{lane}")
-            offset = Signal(signed(cfg.b_bits), name=f"offset_{lane}")
+            offset = Signal(signed(self.b_width), name=f"offset_{lane}")
             select = Signal(range(max(2, len(self.shifts))), name=f"select_{lane}")
             flag = Signal(name=f"partial_overflow_{lane}")
             with m.If(en):
