@@ -8,7 +8,7 @@
   baked-in ``S`` uses.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -159,6 +159,19 @@ SHIFT_STYLES = ("select", "align", "auto")
 MIN_DIGIT_BITS = 2
 
 
+def mux_tree(values, index):
+    """``values[index]`` as a tree of 2:1 multiplexers on the bits of ``index`` (an index past
+    the end gives one of the values). Unlike an ``Array`` proxy, it converts to Verilog without
+    overlapping ``casez`` arms (Verilator's CASEOVERLAP)."""
+    values = list(values)
+    bit = 0
+    while len(values) > 1:
+        values = [Mux(index[bit], values[k + 1], values[k]) if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+        bit += 1
+    return values[0]
+
+
 def distinct_shifts(S):
     """The sorted distinct shifts of a layer's ``S`` array, as a tuple of ints."""
     return tuple(sorted({int(s) for s in S}))
@@ -217,8 +230,9 @@ class FoldRequantizer(wiring.Component):
         ``addr`` one cycle ahead of the step that uses the word.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 3`` when ``o`` does not stall (its steps are
-    issued from the buffer in cycles ``t+1 .. t+groups·digits``); ``i`` takes a new beat every
+    latency`` with ``latency = groups·digits + 4`` when ``o`` does not stall (its steps are
+    issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand, product,
+    sum and output registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
     the previous one), so the MAC array never waits at full rate. One global enable ``en =
     ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` while no step
@@ -271,7 +285,7 @@ class FoldRequantizer(wiring.Component):
         self.digit_bits = -(-self.m_width // digits)
         #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
         self.digits = -(-self.m_width // self.digit_bits)
-        self.latency = self.groups * self.digits + 3
+        self.latency = self.groups * self.digits + 4
         self.product_bits = cfg.acc_bits + self.m_width
         self.sum_bits = max(self.product_bits, self.b_width) + 1
         self.depth = max(2, cfg.folds * self.groups * self.digits)
@@ -356,7 +370,7 @@ class FoldRequantizer(wiring.Component):
             return full[min(j, width - 1)]          # past the top: the sign
 
         def pick(values):
-            return values[0] if len(values) == 1 else Array(values)[sel]
+            return mux_tree(values, sel)
 
         def suffix(op, stop):
             """``chain[j] = op(full[j:stop])`` for every ``j < stop``, as one chain."""
@@ -440,29 +454,34 @@ class FoldRequantizer(wiring.Component):
             """``source[group·lanes + lane]`` (0 past the last row) for the current group."""
             choices = [source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
                        for g in range(groups)]
-            return choices[0] if groups == 1 else Array(choices)[group]
+            return mux_tree(choices, group)
+
+        # -- stage 0: the operands of one digit, registered (the parameter memory's output and
+        # the channel multiplexer stay out of the multiplier's path) ---------------------------
+        s0 = stage(m, en, "operand", valid=issue, first=cur_digit == 0, final=digit_last,
+                   group=cur_group, last=group_last & (fold == cfg.folds - 1))
+        operands = []
+        for lane in range(lanes):
+            values = {"acc": channel_of(buffer_acc, lane), "digit": params.m[lane],
+                      "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
+            if len(self.shifts) > 1:
+                values["select"] = params.sel[lane]
+            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", **values))))
 
         # -- stage 1: the partial product of one digit ---------------------------------------
         s1_valid, s1_first, s1_final, s1_group, s1_last = stage(
-            m, en, "partial", valid=issue, first=cur_digit == 0, final=digit_last,
-            group=cur_group, last=group_last & (fold == cfg.folds - 1))
+            m, en, "partial", valid=s0[0], first=s0[1], final=s0[2], group=s0[3], last=s0[4])
         partials, offsets, selects, flags = [], [], [], []
-        for lane in range(lanes):
-            acc = channel_of(buffer_acc, lane)
-            overflow = channel_of(buffer_overflow, lane)
-            m_digit = params.m[lane]
+        for lane, operand in enumerate(operands):
             partial = Signal(signed(cfg.acc_bits + d + 1), name=f"partial_{lane}")
-            offset = Signal(signed(self.b_width), name=f"offset_{lane}")
-            select = Signal(range(max(2, len(self.shifts))), name=f"select_{lane}")
-            flag = Signal(name=f"partial_overflow_{lane}")
             with m.If(en):
-                m.d.sync += [
-                    partial.eq(product(acc, m_digit, self.mul_plan.requant[lane])),
-                    offset.eq(params.b[lane]),
-                    flag.eq(overflow),
-                ]
-                if len(self.shifts) > 1:
-                    m.d.sync += select.eq(params.sel[lane])
+                m.d.sync += partial.eq(product(operand["acc"], operand["digit"],
+                                               self.mul_plan.requant[lane]))
+            offset, flag = stage(m, en, f"partial_{lane}", offset=operand["b"],
+                                 overflow=operand["overflow"])
+            select = None
+            if len(self.shifts) > 1:
+                select, = stage(m, en, f"partial_{lane}", select=operand["select"])
             partials.append(partial)
             offsets.append(offset)
             selects.append(select)
@@ -481,8 +500,10 @@ class FoldRequantizer(wiring.Component):
                 if low_bits:
                     with m.If(~s1_first):
                         m.d.sync += low.eq(Cat(low[d:], total[:d]))
-            s2_select, s2_flag = stage(m, en, f"sum_{lane}", select=selects[lane],
-                                       overflow=flags[lane])
+            s2_flag, = stage(m, en, f"sum_{lane}", overflow=flags[lane])
+            s2_select = None
+            if selects[lane] is not None:
+                s2_select, = stage(m, en, f"sum_{lane}", select=selects[lane])
             totals.append(total)
             lows.append(low)
             s2_selects.append(s2_select)

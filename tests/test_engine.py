@@ -81,8 +81,8 @@ def test_engine_tree_pipelining():
     check_engine(cfg, levels_per_stage=2)
     x, w, M, B, S = engine_problem(cfg, 2, 1)
     dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=2)
-    # Requantizer: rows 8 over beats 2 gives 4 lanes, 2 steps of 1 digit, 3 more stages.
-    assert dut.latency == 1 + (2 + 2) + (2 * 1 + 3)
+    # Requantizer: rows 8 over beats 2 gives 4 lanes, 2 steps of 1 digit, 4 more stages.
+    assert dut.latency == 1 + (2 + 2) + (2 * 1 + 4)
     assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
 
 

@@ -202,7 +202,7 @@ def test_fold_requantizer(cfg):
     # The unit keeps up with the MAC array: a fold every `beats` cycles at most.
     assert rq.lanes == -(-cfg.rows // cfg.beats)
     assert rq.groups * rq.digits <= cfg.beats
-    assert rq.latency == rq.groups * rq.digits + 3
+    assert rq.latency == rq.groups * rq.digits + 4
 
 
 def test_fold_requantizer_shapes():
@@ -212,7 +212,7 @@ def test_fold_requantizer_shapes():
     assert rq.param_layout["sel"].shape.elem_shape.width == 2    # 3 shifts: a 2-bit index
     full_rate = FoldRequantizer(FOLD_CONFIGS[4], (0,))
     assert (full_rate.lanes, full_rate.groups, full_rate.digits) == (3, 1, 1)
-    assert full_rate.latency == 1 + Requantizer.latency        # a buffer stage in front
+    assert full_rate.latency == 2 + Requantizer.latency     # buffer and operand registers
     assert "sel" not in dict(full_rate.param_layout)
     for block in (rq, full_rate):
         Fragment.get(block, None)           # used: no UnusedElaboratable warning
