@@ -106,8 +106,9 @@ def test_requantizer_grid(cfg):
 class FoldHarness(wiring.Component):
     """A :class:`FoldRequantizer` with its parameter memory, as the layer engine builds it."""
 
-    def __init__(self, cfg, M, B, S, *, mul_plan=None):
-        self.rq = FoldRequantizer(cfg, distinct_shifts(S), mul_plan=mul_plan)
+    def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None):
+        self.rq = FoldRequantizer(cfg, distinct_shifts(S), shift_style=shift_style,
+                                  mul_plan=mul_plan)
         self.image = self.rq.param_words(M, B, S)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -156,9 +157,9 @@ def fold_beats(cfg, acc, flags):
     return beats.pack_columns(layout, columns, count)
 
 
-def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, mul_plan=None):
+def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None):
     cfg, acc, M, B, S, flags = fold_problem(cfg, seed, count, vectors)
-    dut = FoldHarness(cfg, M, B, S, mul_plan=mul_plan)
+    dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan)
     got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.folds, seed=seed)
     y = golden.requantize(cfg, acc, M, B, S)
     for k, out in enumerate(got):
@@ -203,6 +204,24 @@ def test_fold_requantizer(cfg):
     assert rq.lanes == -(-cfg.rows // cfg.beats)
     assert rq.groups * rq.digits <= cfg.beats
     assert rq.latency == rq.groups * rq.digits + 4
+
+
+@pytest.mark.parametrize("cfg", FOLD_CONFIGS[1::2], ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
+def test_fold_requantizer_align(cfg):
+    """One constant shift, M and B scaled by 2^(max S - S): the same outputs."""
+    rq = check_fold_requant(cfg, seed=7, shift_style="align")
+    assert len(rq.shifts) == 1 and rq.shifts[0] == rq.used_shifts[-1]
+    assert rq.m_width - cfg.m_bits == rq.used_shifts[-1] - rq.used_shifts[0] > 0
+
+
+def test_fold_requantizer_auto_style():
+    cfg = FOLD_CONFIGS[1]                  # out_bits 8: a window of 9 bits per extra shift
+    pick = lambda shifts: FoldRequantizer(cfg, shifts, shift_style="auto")
+    rqs = [pick((22, 25, 27, 29, 31, 33)), pick((22, 25, 29, 33)), pick((0, 33)), pick((5,))]
+    for rq in rqs:
+        Fragment.get(rq, None)
+    # 3·11 < 5·9: align; 3·11 >= 3·9: select; 3·33 >= 1·9: select; one shift: nothing to align.
+    assert [rq.shift_style for rq in rqs] == ["align", "select", "select", "select"]
 
 
 def test_fold_requantizer_shapes():
