@@ -353,7 +353,7 @@ class FoldRequantizer(wiring.Component):
                     words.append(word)
         return words
 
-    def _shift_clamp(self, full, sel):
+    def _shift_clamp(self, full, sel, drop=0):
         """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value.
 
         The clamp needs, per shift ``s``, the ``k`` or ``k + 1`` bits from ``s`` up (the window)
@@ -362,6 +362,7 @@ class FoldRequantizer(wiring.Component):
         multiplexer of windows and flags over only the shifts used, then one clamp.
         """
         cfg = self.cfg
+        shifts = [s - drop for s in self.shifts]       # `full` is the sum without `drop` bits
         width = len(full)
         k = cfg.y_max.bit_length()
         sign = full[-1]
@@ -383,15 +384,15 @@ class FoldRequantizer(wiring.Component):
             assert cfg.y_min == -(1 << k)
             any_from = suffix(lambda a, b: a | b, width)
             all_from = suffix(lambda a, b: a & b, width)
-            windows = [Cat(*(bit(s + i) for i in range(k + 1))) for s in self.shifts]
+            windows = [Cat(*(bit(s + i) for i in range(k + 1))) for s in shifts]
             inside = [all_from[s + k] | ~any_from[s + k] if s + k < width - 1 else Const(1, 1)
-                      for s in self.shifts]
+                      for s in shifts]
             return Mux(pick(inside), pick(windows).as_signed(),
                        Mux(sign, cfg.y_min, cfg.y_max))
         assert cfg.y_min == 0
         any_from = suffix(lambda a, b: a | b, width - 1)           # below the sign bit
-        windows = [Cat(*(bit(s + i) for i in range(k))) for s in self.shifts]
-        above = [any_from[s + k] if s + k < width - 1 else Const(0, 1) for s in self.shifts]
+        windows = [Cat(*(bit(s + i) for i in range(k))) for s in shifts]
+        above = [any_from[s + k] if s + k < width - 1 else Const(0, 1) for s in shifts]
         return Mux(sign, 0, Mux(pick(above), cfg.y_max, pick(windows)))
 
     def elaborate(self, platform):
@@ -490,7 +491,9 @@ class FoldRequantizer(wiring.Component):
         # -- stage 2: T = floor(T / 2^d) + partial, the low bits kept --------------------------
         s2_valid, s2_group, s2_last = stage(
             m, en, "sum", valid=s1_valid & s1_final, group=s1_group, last=s1_last)
-        low_bits = d * (digits - 1)
+        # The low bits of the sum only matter when a shift is smaller than their count.
+        low_bits = d * (digits - 1) if self.shifts[0] < d * (digits - 1) else 0
+        drop = d * (digits - 1) - low_bits          # bits of the sum below `total` left out
         totals, lows, s2_selects, s2_flags = [], [], [], []
         for lane in range(lanes):
             total = Signal(signed(self.sum_bits), name=f"sum_{lane}")
@@ -516,7 +519,7 @@ class FoldRequantizer(wiring.Component):
                 m.d.sync += self.o.p.last.eq(s2_last)
         for lane in range(lanes):
             full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
-            result = self._shift_clamp(full, s2_selects[lane])
+            result = self._shift_clamp(full, s2_selects[lane], drop)
             for g in range(groups):
                 r = g * lanes + lane
                 if r >= cfg.rows:
