@@ -190,8 +190,8 @@ class FoldRequantizer(wiring.Component):
         T_0 = B + acc·M_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j
 
     with the ``d`` low bits of each ``T_{j-1}`` kept, so that ``acc·M + B = T_last·2^(d·(digits
-    - 1)) + low`` exactly (each step is an exact floor division with its remainder kept; the
-    low bits below the smallest shift have no reader and are removed by synthesis). The right
+    - 1)) + low`` exactly (each step is an exact floor division with its remainder kept; when
+    every shift is at least ``d·(digits - 1)``, no low bit is kept at all). The right
     shift is a multiplexer over the distinct shifts ``shifts`` that the baked-in ``S`` uses (a
     constant with one shift, as with ``cfg.shared_shift``), each clamped like
     :func:`clamp_output`. The output beat holds all ``rows`` results, as :class:`Requantizer`'s.

@@ -248,6 +248,9 @@ def test_fold_requantizer_rejects_bad_shifts():
     for shifts in [(), (3, 2), (1, 1), (34,), (-1, 2), (True,)]:
         with pytest.raises(ValueError, match=r"shifts must be distinct sorted integers in 0\.\.33"):
             FoldRequantizer(cfg, shifts)
+    with pytest.raises(ValueError, match=r"shift_style must be one of 'select', 'align', "
+                                         r"'auto', not 'barrel'"):
+        FoldRequantizer(cfg, (2, 3), shift_style="barrel")
     rq = FoldRequantizer(cfg.replace(out_features=4), (2, 3))
     with pytest.raises(ValueError, match=r"S\[1\] = 4 is not one of the shifts \(2, 3\)"):
         rq.param_words([1] * 4, [0] * 4, [2, 4, 3, 3])
