@@ -2,7 +2,7 @@
 parameters, turning each input vector (``K/cols`` beats) into ``N/rows`` output beats."""
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
