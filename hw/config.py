@@ -324,6 +324,15 @@ class LayerConfig:
         return self.out_features // self.rows
 
     @property
+    def requant_lanes(self):
+        """Requantizer lanes that keep up with the MAC array, ``ceil(rows / beats)`` (at least 1).
+
+        The array yields ``rows`` accumulators once every ``beats = K/cols`` cycles, so each lane
+        requantizes ``ceil(rows / lanes) <= beats`` of them per fold, one after another.
+        """
+        return -(-self.rows // self.beats)
+
+    @property
     def x_min(self):
         return -(1 << (self.a_bits - 1)) if self.a_signed else 0
 

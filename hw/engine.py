@@ -2,7 +2,7 @@
 parameters, turning each input vector (``K/cols`` beats) into ``N/rows`` output beats."""
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -10,7 +10,7 @@ from . import checks
 
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
-from .requant import Requantizer
+from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
 
@@ -27,9 +27,11 @@ class LayerEngine(wiring.Component):
     channels ``[j·rows, (j+1)·rows)``. A beat of fold 0 is issued in the same cycle as it arrives
     (the buffer read port is transparent to its write port), so fold 0 needs no extra pass; the
     next vector is loaded into the other bank while the current one computes its later folds.
-    The MAC results go through the requantizer with the fold's ``M``, ``B``, ``S`` (read from a
-    parameter memory, paired by counting MAC results), giving ``folds = N/rows`` output beats per
-    vector; beat ``j`` holds channels ``[j·rows, (j+1)·rows)`` and the last one has ``last`` set.
+    The MAC results go through the requantizer (:class:`FoldRequantizer`: ``cfg.requant_lanes``
+    lanes time-multiplexed over the ``rows`` results of a fold, with ``M``, ``B`` and the shift
+    index of each step read from a parameter memory, and a shifter over only the shifts ``S``
+    uses), giving ``folds = N/rows`` output beats per vector; beat ``j`` holds channels
+    ``[j·rows, (j+1)·rows)`` and the last one has ``last`` set.
 
     Parameters
     ----------
@@ -48,7 +50,7 @@ class LayerEngine(wiring.Component):
     levels_per_stage : int
         Passed to :class:`MacArray`.
     mul_plan : MulPlan, optional
-        Passed to :class:`MacArray` and :class:`Requantizer`.
+        Passed to :class:`MacArray` and :class:`FoldRequantizer`.
 
     Members
     -------
@@ -60,7 +62,7 @@ class LayerEngine(wiring.Component):
     Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
     of ``n`` vectors takes ``folds·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
     n·folds·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
-    always ready. ``latency = 1 + MacArray.latency + Requantizer.latency`` cycles pass from the
+    always ready. ``latency = 1 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
     transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
@@ -104,7 +106,8 @@ class LayerEngine(wiring.Component):
                 cfg, t_bits=threshold.threshold_bits(cfg, self.T))
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
-            self._requant = Requantizer(cfg, mul_plan=mul_plan)
+            self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
+                                            mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 1 + self._mac.latency + self._requant.latency
@@ -134,31 +137,9 @@ class LayerEngine(wiring.Component):
         return [[[int(v) for v in row] for row in tile]
                 for tile in tiles.reshape(cfg.folds * cfg.beats, cfg.rows, cfg.cols)]
 
-    def _param_layout(self):
-        """One word of the parameter memory: ``M`` and ``B`` (and ``S`` unless shared) of the
-        ``rows`` channels of a fold (with thresholds: their ``t`` and ``d``)."""
-        if self.requant_style == "threshold":
-            return threshold.threshold_param_layout(self.cfg, self._requant.t_bits)
-        fields = layouts.requant_input_layout(self.cfg)
-        words = {"m": fields["m"].shape, "b": fields["b"].shape}
-        if not self.cfg.shared_shift:
-            words["s"] = fields["s"].shape
-        return data.StructLayout(words)
-
-    def _param_words(self):
-        """The requantization parameter image: word ``j`` holds ``M``, ``B`` (and ``S``) of
-        fold ``j``."""
-        cfg = self.cfg
-        if self.requant_style == "threshold":
-            return threshold.threshold_param_words(cfg, self.T, self.D)
-        words = []
-        for j in range(cfg.folds):
-            span = slice(j * cfg.rows, (j + 1) * cfg.rows)
-            word = {"m": [int(v) for v in self.M[span]], "b": [int(v) for v in self.B[span]]}
-            if not cfg.shared_shift:
-                word["s"] = [int(v) for v in self.S[span]]
-            words.append(word)
-        return words
+    def _threshold_param_words(self):
+        """The threshold parameter image: word ``j`` holds ``t`` and ``d`` of fold ``j``."""
+        return threshold.threshold_param_words(self.cfg, self.T, self.D)
 
     # -- hardware --------------------------------------------------------------------------
 
@@ -178,8 +159,14 @@ class LayerEngine(wiring.Component):
         # Depths and counters are at least 2 (never a zero-width address or counter).
         m.submodules.weights = weights = Memory(shape=w_layout, depth=max(2, folds * beats),
                                                 init=self._weight_tiles())
-        m.submodules.params = params = Memory(shape=self._param_layout(), depth=max(2, folds),
-                                              init=self._param_words())
+        if self.requant_style == "threshold":
+            m.submodules.params = params = Memory(
+                shape=threshold.threshold_param_layout(cfg, requant.t_bits),
+                depth=max(2, folds), init=self._threshold_param_words())
+        else:
+            m.submodules.params = params = Memory(
+                shape=requant.param_layout, depth=requant.depth,
+                init=requant.param_words(self.M, self.B, self.S))
 
         # -- writer: input beats into the buffer bank of the vector being loaded --------------
         # `pending` counts vectors between the writer and the reader: 0 when both work on the
@@ -252,9 +239,20 @@ class LayerEngine(wiring.Component):
         with m.Elif(finished & ~written):
             m.d.sync += pending.eq(pending - 1)
 
-        # -- MAC results into the requantizer, paired with their fold's parameters ------------
-        # `out_fold` counts MAC results; the parameter read port is addressed with its next
-        # value, so its data always belongs to the current `out_fold`.
+        if self.requant_style == "threshold":
+            self._feed_thresholds(m, mac, requant, params)
+        else:
+            # The multiply requantizer reads its parameters step by step itself.
+            wiring.connect(m, mac.o, requant.i)
+            wiring.connect(m, requant.params, params.read_port())
+
+        return m
+
+    def _feed_thresholds(self, m, mac, requant, params):
+        """MAC results into the threshold requantizer, paired with their fold's thresholds:
+        ``out_fold`` counts MAC results; the parameter read port is addressed with its next
+        value, so its data always belongs to the current ``out_fold``."""
+        folds = self.cfg.folds
         out_fold = Signal(range(max(2, folds)), name="result_fold")
         out_fold_next = Signal(range(max(2, folds)), name="result_fold_next")
         param_r = params.read_port()
@@ -272,14 +270,6 @@ class LayerEngine(wiring.Component):
             requant.i.p.acc.eq(mac.o.p.acc),
             requant.i.p.overflow.eq(mac.o.p.overflow),
             requant.i.p.last.eq(out_fold == folds - 1),
+            requant.i.p.t.eq(param_r.data.t),
+            requant.i.p.d.eq(param_r.data.d),
         ]
-        if self.requant_style == "threshold":
-            m.d.comb += [requant.i.p.t.eq(param_r.data.t), requant.i.p.d.eq(param_r.data.d)]
-        else:
-            m.d.comb += [
-                requant.i.p.m.eq(param_r.data.m),
-                requant.i.p.b.eq(param_r.data.b),
-                requant.i.p.s.eq(int(self.S[0]) if cfg.shared_shift else param_r.data.s),
-            ]
-
-        return m

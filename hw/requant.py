@@ -1,7 +1,16 @@
-"""The requantization unit: ``rows`` lanes of ``clamp(floor((acc·M + B) / 2^S), y_min, y_max)``."""
+"""The requantization units, ``y = clamp(floor((acc·M + B) / 2^S), y_min, y_max)``.
 
-from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+- :class:`Requantizer`: ``rows`` full lanes with ``M``, ``B``, ``S`` on the input stream and a
+  0..``s_max`` shifter; one beat per cycle (the bare block of ``qmac generate``).
+- :class:`FoldRequantizer`: the layer engine's unit, sized to the rate at which the MAC array
+  delivers accumulators (``rows`` every ``beats`` cycles): ``cfg.requant_lanes`` lanes, each
+  multiply spread over the idle cycles digit by digit, and a shifter over only the shifts the
+  baked-in ``S`` uses.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
@@ -9,7 +18,31 @@ from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
 
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "FoldRequantizer", "clamp_output"]
+
+
+def clamp_output(cfg, value):
+    """``value`` (signed) clamped to ``[cfg.y_min, cfg.y_max]``.
+
+    ``y_max`` is ``2^k - 1`` and ``y_min`` is ``-2^k`` or 0, so the clamp looks at the high
+    bits of ``value`` instead of comparing with constants.
+    """
+    width = len(value)
+    k = cfg.y_max.bit_length()
+    sign = value[-1]
+    if cfg.y_min < 0:
+        assert cfg.y_min == -(1 << k)
+        if width <= k + 1:
+            return value
+        top = value[k:]
+        inside = top.all() | ~top.any()
+        return Mux(inside, value[:k + 1].as_signed(), Mux(sign, cfg.y_min, cfg.y_max))
+    assert cfg.y_min == 0
+    low = value[:min(k, width - 1)]
+    if width - 1 > k:
+        above = ~sign & value[k:width - 1].any()
+        low = Mux(above, cfg.y_max, low)
+    return Mux(sign, 0, low)
 
 
 class Requantizer(wiring.Component):
@@ -69,28 +102,7 @@ class Requantizer(wiring.Component):
         })
 
     def _clamp(self, value):
-        """``value`` (signed) clamped to ``[y_min, y_max]``.
-
-        ``y_max`` is ``2^k - 1`` and ``y_min`` is ``-2^k`` or 0, so the clamp looks at the high
-        bits of ``value`` instead of comparing with constants.
-        """
-        cfg = self.cfg
-        width = len(value)
-        k = cfg.y_max.bit_length()
-        sign = value[-1]
-        if cfg.y_min < 0:
-            assert cfg.y_min == -(1 << k)
-            if width <= k + 1:
-                return value
-            top = value[k:]
-            inside = top.all() | ~top.any()
-            return Mux(inside, value[:k + 1].as_signed(), Mux(sign, cfg.y_min, cfg.y_max))
-        assert cfg.y_min == 0
-        low = value[:min(k, width - 1)]
-        if width - 1 > k:
-            above = ~sign & value[k:width - 1].any()
-            low = Mux(above, cfg.y_max, low)
-        return Mux(sign, 0, low)
+        return clamp_output(self.cfg, value)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -134,5 +146,386 @@ class Requantizer(wiring.Component):
             m.d.comb += shifted.eq(sums[r] >> amount)
             with m.If(en):
                 m.d.sync += self.o.p.y[r].eq(self._clamp(shifted))
+
+        return m
+
+
+#: How :class:`FoldRequantizer` shifts: a multiplexer over the shifts used (``"select"``), or
+#: one shift with ``M`` and ``B`` scaled to it (``"align"``).
+SHIFT_STYLES = ("select", "align", "auto")
+
+#: The narrowest digit of ``M`` a spread multiply uses (narrower digits save little and cost a
+#: wider digit mux and more control).
+MIN_DIGIT_BITS = 2
+
+
+def mux_tree(values, index):
+    """``values[index]`` as a tree of 2:1 multiplexers on the bits of ``index`` (an index past
+    the end gives one of the values). Unlike an ``Array`` proxy, it converts to Verilog without
+    overlapping ``casez`` arms (Verilator's CASEOVERLAP)."""
+    values = list(values)
+    bit = 0
+    while len(values) > 1:
+        values = [Mux(index[bit], values[k + 1], values[k]) if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+        bit += 1
+    return values[0]
+
+
+def distinct_shifts(S):
+    """The sorted distinct shifts of a layer's ``S`` array, as a tuple of ints."""
+    return tuple(sorted({int(s) for s in S}))
+
+
+class FoldRequantizer(wiring.Component):
+    """The layer engine's requantizer, with lanes sized to the rate of the MAC array.
+
+    The MAC array yields the ``rows`` accumulators of a fold once every ``beats = K/cols``
+    cycles. This unit takes them into a buffer and requantizes them with ``lanes =
+    cfg.requant_lanes`` lanes: lane ``l`` handles channels ``g·lanes + l`` of the fold in
+    ``groups = ceil(rows / lanes)`` consecutive steps ``g``. Each step spreads the multiply
+    ``acc·M`` over ``digits`` cycles (``digits·groups <= beats``): ``M`` is cut into ``digits``
+    digits of ``digit_bits`` bits (the top one signed, the others unsigned), and
+
+        T_0 = B + acc·M_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j
+
+    with the ``d`` low bits of each ``T_{j-1}`` kept, so that ``acc·M + B = T_last·2^(d·(digits
+    - 1)) + low`` exactly (each step is an exact floor division with its remainder kept; when
+    every shift is at least ``d·(digits - 1)``, no low bit is kept at all). The right
+    shift is a multiplexer over the distinct shifts ``shifts`` that the baked-in ``S`` uses (a
+    constant with one shift, as with ``cfg.shared_shift``), each clamped like
+    :func:`clamp_output`. The output beat holds all ``rows`` results, as :class:`Requantizer`'s.
+
+    Shift styles: ``"select"`` is the multiplexer above; ``"align"`` stores ``M·2^e`` and
+    ``B·2^e`` with ``e = max(shifts) - S`` and shifts every channel by ``max(shifts)``, a
+    constant (exactly equal: ``floor((acc·M + B)·2^e / 2^(S+e)) = floor((acc·M + B) / 2^S)``),
+    at the cost of ``M``, ``B`` and the sum ``max - min`` bits wider; ``"auto"`` picks
+    ``"align"`` when ``3·(max - min) < (len(shifts) - 1)·(out_bits + 1)`` (about 3 LUTs per
+    extra bit of the sum and digits against one more ``out_bits + 1``-bit window per shift;
+    measured on the example layer), else ``"select"``.
+
+    The parameters come from a memory outside the unit (the engine's): word ``(f·groups +
+    g)·digits + j`` holds digit ``j`` of ``M``, ``B`` and the shift index of the ``lanes``
+    channels of step ``g`` of fold ``f`` (:meth:`param_words`); the unit reads it through
+    ``params``, so no digit multiplexer is needed.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+    shifts : sequence of int
+        The distinct shifts ``S`` used (sorted, each in ``0..s_max``).
+    shift_style : {"select", "align", "auto"}
+    mul_plan : MulPlan, optional
+        ``mul_plan.requant[l]`` builds the multiply of lane ``l``.
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.mac_output_layout(cfg)))
+        The accumulators and overflow flags of one fold, folds in order ``0..folds-1`` (the
+        unit counts them and sets ``last`` on fold ``folds - 1``).
+    o : Out(stream.Signature(layouts.requant_output_layout(cfg)))
+        One output beat per input beat, in order.
+    params : In(ReadPort.Signature(...))
+        A synchronous read port of the parameter memory (``en`` stays high); the unit drives
+        ``addr`` one cycle ahead of the step that uses the word.
+
+    Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
+    latency`` with ``latency = groups·digits + 4`` when ``o`` does not stall (its steps are
+    issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand, product,
+    sum and output registers); ``i`` takes a new beat every
+    ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
+    the previous one), so the MAC array never waits at full rate. One global enable ``en =
+    ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` while no step
+    of the buffered fold is left but the current one), so nothing is lost, duplicated or
+    reordered; ``o.valid`` never depends on ``o.ready``.
+    """
+
+    def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None):
+        cls._check_shifts(cfg, shifts)
+        if shift_style not in SHIFT_STYLES:
+            raise ValueError(f"shift_style must be one of "
+                             f"{', '.join(map(repr, SHIFT_STYLES))}, not {shift_style!r}")
+        if mul_plan is not None:
+            mul_plan.check(cfg)
+        return super().__new__(cls, src_loc_at=1)
+
+    @staticmethod
+    def _check_shifts(cfg, shifts):
+        shifts = tuple(shifts)
+        if not shifts or any(isinstance(s, bool) or not isinstance(s, int) for s in shifts) \
+                or list(shifts) != sorted(set(shifts)) \
+                or not 0 <= shifts[0] <= shifts[-1] <= cfg.s_max:
+            raise ValueError(f"shifts must be distinct sorted integers in 0..{cfg.s_max} "
+                             f"(s_max), not {shifts!r}")
+        return shifts
+
+    def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None):
+        self.cfg = cfg
+        #: The shifts the parameters use.
+        self.used_shifts = self._check_shifts(cfg, shifts)
+        if shift_style == "auto":
+            spread = self.used_shifts[-1] - self.used_shifts[0]
+            wide = 3 * spread < (len(self.used_shifts) - 1) * (cfg.out_bits + 1)
+            shift_style = "align" if wide else "select"
+        self.shift_style = shift_style
+        #: ``align``: ``M`` and ``B`` of a channel with shift ``S`` are stored times
+        #: ``2^(max - S)`` and every channel shifts by the largest one (exactly equal: the
+        #: factor divides out); the stored ``M``, ``B`` are ``spread`` bits wider.
+        spread = self.used_shifts[-1] - self.used_shifts[0] if shift_style == "align" else 0
+        #: The shifts of the hardware: those used, or the largest one alone with ``align``.
+        self.shifts = self.used_shifts[-1:] if shift_style == "align" else self.used_shifts
+        self.m_width = cfg.m_bits + spread
+        self.b_width = cfg.b_bits + spread
+        self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        self.lanes = cfg.requant_lanes
+        self.groups = -(-cfg.rows // self.lanes)
+        budget = max(1, cfg.beats // self.groups)               # cycles per step
+        digits = max(1, min(budget, -(-self.m_width // MIN_DIGIT_BITS)))
+        #: Bits of every digit of ``M`` but the top one.
+        self.digit_bits = -(-self.m_width // digits)
+        #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
+        self.digits = -(-self.m_width // self.digit_bits)
+        self.latency = self.groups * self.digits + 4
+        self.product_bits = cfg.acc_bits + self.m_width
+        self.sum_bits = max(self.product_bits, self.b_width) + 1
+        self.depth = max(2, cfg.folds * self.groups * self.digits)
+        super().__init__({
+            "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
+            "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
+            "params": In(ReadPort.Signature(addr_width=(self.depth - 1).bit_length(),
+                                            shape=self.param_layout)),
+        })
+
+    @property
+    def param_layout(self):
+        """One parameter word: digit ``m`` of ``M``, ``b`` (and ``sel``, the index into
+        ``shifts``, when there is more than one shift) of the ``lanes`` channels of one step."""
+        fields = {"m": data.ArrayLayout(signed(self.digit_bits + 1), self.lanes),
+                  "b": data.ArrayLayout(signed(self.b_width), self.lanes)}
+        if len(self.shifts) > 1:
+            fields["sel"] = data.ArrayLayout(unsigned((len(self.shifts) - 1).bit_length()),
+                                             self.lanes)
+        return data.StructLayout(fields)
+
+    def digits_of(self, value):
+        """The digits of ``value`` (an int of ``m_width`` signed bits), low first: ``digits -
+        1`` unsigned ones of ``digit_bits`` bits, then the signed rest; ``value = Σ digit_j ·
+        2^(j·digit_bits)``."""
+        d = self.digit_bits
+        low = [(value >> (j * d)) & ((1 << d) - 1) for j in range(self.digits - 1)]
+        return low + [value >> (d * (self.digits - 1))]
+
+    def param_words(self, M, B, S):
+        """The parameter memory image of a layer's per-channel ``M``, ``B``, ``S``: word ``(f·groups
+        + g)·digits + j`` holds digit ``j`` of ``M`` (times ``2^(max S - S)`` with ``align``) and
+        ``B`` (scaled alike) of the lanes of step ``g`` of fold ``f``; lanes past the last row of a
+        fold hold zeros.
+
+        Raises
+        ------
+        ValueError
+            A shift of ``S`` that is not in ``shifts``.
+        """
+        cfg = self.cfg
+        words = []
+        for f in range(cfg.folds):
+            for g in range(self.groups):
+                m_digits, b, sel = [], [], []
+                for lane in range(self.lanes):
+                    r = g * self.lanes + lane
+                    if r >= cfg.rows:
+                        m_digits.append([0] * self.digits)
+                        b.append(0)
+                        sel.append(0)
+                        continue
+                    c = f * cfg.rows + r
+                    if int(S[c]) not in self.used_shifts:
+                        raise ValueError(f"S[{c}] = {int(S[c])} is not one of the shifts "
+                                         f"{self.used_shifts}")
+                    scale = self.shifts[-1] - int(S[c]) if self.shift_style == "align" else 0
+                    m_digits.append(self.digits_of(int(M[c]) << scale))
+                    b.append(int(B[c]) << scale)
+                    sel.append(self.shifts.index(int(S[c])) if len(self.shifts) > 1 else 0)
+                for j in range(self.digits):
+                    word = {"m": [lane[j] for lane in m_digits], "b": b}
+                    if len(self.shifts) > 1:
+                        word["sel"] = sel
+                    words.append(word)
+        return words
+
+    def _shift_clamp(self, full, sel, drop=0):
+        """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value.
+
+        The clamp needs, per shift ``s``, the ``k`` or ``k + 1`` bits from ``s`` up (the window)
+        and whether the bits above them are all equal to the sign (one "all" and one "any"
+        over each suffix of ``full``, shared between the shifts as two chains); the shift is a
+        multiplexer of windows and flags over only the shifts used, then one clamp.
+        """
+        cfg = self.cfg
+        shifts = [s - drop for s in self.shifts]       # `full` is the sum without `drop` bits
+        width = len(full)
+        k = cfg.y_max.bit_length()
+        sign = full[-1]
+
+        def bit(j):
+            return full[min(j, width - 1)]          # past the top: the sign
+
+        def pick(values):
+            return mux_tree(values, sel)
+
+        def suffix(op, stop):
+            """``chain[j] = op(full[j:stop])`` for every ``j < stop``, as one chain."""
+            chain = {}
+            for j in reversed(range(stop)):
+                chain[j] = full[j] if j == stop - 1 else op(full[j], chain[j + 1])
+            return chain
+
+        if cfg.y_min < 0:
+            assert cfg.y_min == -(1 << k)
+            any_from = suffix(lambda a, b: a | b, width)
+            all_from = suffix(lambda a, b: a & b, width)
+            windows = [Cat(*(bit(s + i) for i in range(k + 1))) for s in shifts]
+            inside = [all_from[s + k] | ~any_from[s + k] if s + k < width - 1 else Const(1, 1)
+                      for s in shifts]
+            return Mux(pick(inside), pick(windows).as_signed(),
+                       Mux(sign, cfg.y_min, cfg.y_max))
+        assert cfg.y_min == 0
+        any_from = suffix(lambda a, b: a | b, width - 1)           # below the sign bit
+        windows = [Cat(*(bit(s + i) for i in range(k))) for s in shifts]
+        above = [any_from[s + k] if s + k < width - 1 else Const(0, 1) for s in shifts]
+        return Mux(sign, 0, Mux(pick(above), cfg.y_max, pick(windows)))
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
+        m = Module()
+
+        en = Signal()
+        busy = Signal()                      # the buffer holds a fold with steps left
+        accept = Signal()
+        issue = Signal()
+        # -- sequencer: step `group` of the fold, digit `digit` of the step --------------------
+        group = Signal(range(max(2, groups)), name="step_group")
+        digit = Signal(range(max(2, digits)), name="step_digit")
+        cur_group, cur_digit = group, digit
+        digit_last = Signal()
+        group_last = Signal()
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            digit_last.eq(digit == digits - 1),
+            group_last.eq(group == groups - 1),
+            issue.eq(busy & en),
+            # A new fold enters the buffer while the last step of the previous one reads it.
+            self.i.ready.eq(en & (~busy | (digit_last & group_last))),
+            accept.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(issue):
+            with m.If(digit_last):
+                m.d.sync += [digit.eq(0), group.eq(Mux(group_last, 0, group + 1))]
+            with m.Else():
+                m.d.sync += digit.eq(digit + 1)
+        with m.If(accept):
+            m.d.sync += busy.eq(1)
+        with m.Elif(issue & digit_last & group_last):
+            m.d.sync += busy.eq(0)
+
+        fold = Signal(range(max(2, cfg.folds)), name="fold")
+        with m.If(issue & digit_last & group_last):
+            m.d.sync += fold.eq(Mux(fold == cfg.folds - 1, 0, fold + 1))
+
+        # The parameter word of the current step and digit; the read port is addressed with its
+        # next value, so its data always belongs to the current one.
+        word = Signal(range(self.depth), name="param_word")
+        word_next = Signal(range(self.depth), name="param_word_next")
+        last_word = cfg.folds * groups * digits - 1
+        m.d.comb += [
+            word_next.eq(Mux(issue, Mux(word == last_word, 0, word + 1), word)),
+            self.params.addr.eq(word_next),
+        ]
+        m.d.sync += word.eq(word_next)
+        params = self.params.data
+
+        # -- the buffered fold ---------------------------------------------------------------
+        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc")
+        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow")
+        with m.If(accept):
+            m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
+
+        def channel_of(source, lane):
+            """``source[group·lanes + lane]`` (0 past the last row) for the current group."""
+            choices = [source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
+                       for g in range(groups)]
+            return mux_tree(choices, group)
+
+        # -- stage 0: the operands of one digit, registered (the parameter memory's output and
+        # the channel multiplexer stay out of the multiplier's path) ---------------------------
+        s0 = stage(m, en, "operand", valid=issue, first=cur_digit == 0, final=digit_last,
+                   group=cur_group, last=group_last & (fold == cfg.folds - 1))
+        operands = []
+        for lane in range(lanes):
+            values = {"acc": channel_of(buffer_acc, lane), "digit": params.m[lane],
+                      "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
+            if len(self.shifts) > 1:
+                values["select"] = params.sel[lane]
+            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", **values))))
+
+        # -- stage 1: the partial product of one digit ---------------------------------------
+        s1_valid, s1_first, s1_final, s1_group, s1_last = stage(
+            m, en, "partial", valid=s0[0], first=s0[1], final=s0[2], group=s0[3], last=s0[4])
+        partials, offsets, selects, flags = [], [], [], []
+        for lane, operand in enumerate(operands):
+            partial = Signal(signed(cfg.acc_bits + d + 1), name=f"partial_{lane}")
+            with m.If(en):
+                m.d.sync += partial.eq(product(operand["acc"], operand["digit"],
+                                               self.mul_plan.requant[lane]))
+            offset, flag = stage(m, en, f"partial_{lane}", offset=operand["b"],
+                                 overflow=operand["overflow"])
+            select = None
+            if len(self.shifts) > 1:
+                select, = stage(m, en, f"partial_{lane}", select=operand["select"])
+            partials.append(partial)
+            offsets.append(offset)
+            selects.append(select)
+            flags.append(flag)
+
+        # -- stage 2: T = floor(T / 2^d) + partial, the low bits kept --------------------------
+        s2_valid, s2_group, s2_last = stage(
+            m, en, "sum", valid=s1_valid & s1_final, group=s1_group, last=s1_last)
+        # The low bits of the sum only matter when a shift is smaller than their count.
+        low_bits = d * (digits - 1) if self.shifts[0] < d * (digits - 1) else 0
+        drop = d * (digits - 1) - low_bits          # bits of the sum below `total` left out
+        totals, lows, s2_selects, s2_flags = [], [], [], []
+        for lane in range(lanes):
+            total = Signal(signed(self.sum_bits), name=f"sum_{lane}")
+            low = Signal(max(1, low_bits), name=f"sum_low_{lane}")
+            with m.If(en & s1_valid):
+                m.d.sync += total.eq(Mux(s1_first, offsets[lane], total >> d) + partials[lane])
+                if low_bits:
+                    with m.If(~s1_first):
+                        m.d.sync += low.eq(Cat(low[d:], total[:d]))
+            s2_flag, = stage(m, en, f"sum_{lane}", overflow=flags[lane])
+            s2_select = None
+            if selects[lane] is not None:
+                s2_select, = stage(m, en, f"sum_{lane}", select=selects[lane])
+            totals.append(total)
+            lows.append(low)
+            s2_selects.append(s2_select)
+            s2_flags.append(s2_flag)
+
+        # -- stage 3: shift and clamp into the output beat ------------------------------------
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(s2_valid & (s2_group == groups - 1))
+            with m.If(s2_valid & (s2_group == groups - 1)):
+                m.d.sync += self.o.p.last.eq(s2_last)
+        for lane in range(lanes):
+            full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
+            result = self._shift_clamp(full, s2_selects[lane], drop)
+            for g in range(groups):
+                r = g * lanes + lane
+                if r >= cfg.rows:
+                    continue
+                with m.If(en & s2_valid & (s2_group == g)):
+                    m.d.sync += [self.o.p.y[r].eq(result),
+                                 self.o.p.overflow[r].eq(s2_flags[lane])]
 
         return m

@@ -81,7 +81,8 @@ def test_engine_tree_pipelining():
     check_engine(cfg, levels_per_stage=2)
     x, w, M, B, S = engine_problem(cfg, 2, 1)
     dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=2)
-    assert dut.latency == 1 + (2 + 2) + 3
+    # Requantizer: rows 8 over beats 2 gives 4 lanes, 2 steps of 1 digit, 4 more stages.
+    assert dut.latency == 1 + (2 + 2) + (2 * 1 + 4)
     assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
 
 
@@ -199,3 +200,23 @@ def grid_engine_configs():
 @pytest.mark.parametrize("cfg", grid(grid_engine_configs(), engine_id, every=10))
 def test_engine_grid(cfg):
     check_engine(cfg, seed=cfg.rows * 100 + cfg.acc_bits, batch=6)
+
+
+@pytest.mark.parametrize("toml, npz", [("layer.toml", "requant.npz"),
+                                       ("layer_shared.toml", "requant_shared.npz")])
+def test_engine_example_layer(toml, npz):
+    """The example layer with its real weights and M, B, S (one requantizer lane over the 4
+    rows, 4 digits per channel; the 11 shifts aligned, or the solver's one shared shift),
+    bit-exact under stalls and at the exact cycle count."""
+    from pathlib import Path
+    examples = Path(__file__).parent.parent / "examples"
+    cfg = LayerConfig.from_toml(examples / toml)
+    w = np.load(examples / "weights.npy")
+    params = np.load(examples / npz)
+    x = np.load(examples / "inputs.npy")[:3]
+    dut = LayerEngine(cfg, w, params["M"], params["B"], params["S"])
+    assert cfg.requant_lanes == 1 and (dut._requant.groups, dut._requant.digits) == (4, 4)
+    assert dut._requant.shift_style == ("select" if cfg.shared_shift else "align")
+    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.folds, seed=11,
+                      cycles=dut.cycles(len(x)))
+    check_engine_outputs(cfg, x, w, params["M"], params["B"], params["S"], got)

@@ -6,10 +6,17 @@ streams, and compares every output beat bit for bit with the golden model (``sim
 
 import random
 
+import numpy as np
 import pytest
+from amaranth.hdl import Fragment, Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
+from qmac.hw import layouts
 from qmac.hw.config import LayerConfig
-from qmac.hw.requant import Requantizer
+from qmac.hw.multiply import MulPlan
+from qmac.hw.requant import FoldRequantizer, Requantizer, distinct_shifts
 from qmac.sim import beats, golden
 from harness import grid, measure_latency, rq_id, stream_test
 from vectors import requant_lane_beats, requant_stimulus
@@ -92,3 +99,159 @@ def grid_rq_configs():
 @pytest.mark.parametrize("cfg", grid(grid_rq_configs(), rq_id, every=15))
 def test_requantizer_grid(cfg):
     check_requant(cfg, seed=cfg.acc_bits + cfg.s_max, count=24)
+
+
+# -- the layer engine's requantizer: lanes sized to the MAC rate ------------------------------
+
+class FoldHarness(wiring.Component):
+    """A :class:`FoldRequantizer` with its parameter memory, as the layer engine builds it."""
+
+    def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None):
+        self.rq = FoldRequantizer(cfg, distinct_shifts(S), shift_style=shift_style,
+                                  mul_plan=mul_plan)
+        self.image = self.rq.param_words(M, B, S)
+        super().__init__({
+            "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
+            "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rq = rq = self.rq
+        m.submodules.params = params = Memory(shape=rq.param_layout, depth=rq.depth,
+                                              init=self.image)
+        wiring.connect(m, wiring.flipped(self.i), rq.i)
+        wiring.connect(m, wiring.flipped(self.o), rq.o)
+        wiring.connect(m, rq.params, params.read_port())
+        return m
+
+
+def fold_problem(cfg, seed, count, vectors=2):
+    """A layer configuration with one channel per stimulus lane (``M``, ``B``, ``S`` per
+    channel) and ``vectors`` vectors of fold beats: the stimulus accumulators, then random
+    ones. With a shared shift every channel takes the first lane's shift."""
+    rng = random.Random(seed)
+    lanes = requant_stimulus(cfg, seed, count)
+    lanes += lanes[:-len(lanes) % cfg.rows]                 # whole folds
+    rng.shuffle(lanes)
+    cfg = cfg.replace(out_features=len(lanes))
+    acc0, M, B, S = (np.array(v, dtype=object) for v in zip(*lanes))
+    if cfg.shared_shift:
+        S[:] = S[0]
+    acc = [acc0] + [np.array([rng.randint(cfg.acc_min, cfg.acc_max) for _ in lanes],
+                             dtype=object) for _ in range(vectors - 1)]
+    acc = np.stack(acc)                                       # (vectors, channels)
+    flags = np.array([[rng.randint(0, 1) for _ in lanes] for _ in range(vectors)],
+                     dtype=object)
+    return cfg, acc, M, B, S, flags
+
+
+def fold_beats(cfg, acc, flags):
+    """Packed fold beats (accumulators and overflow flags of ``rows`` channels each)."""
+    layout = layouts.mac_output_layout(cfg)
+    count = acc.size // cfg.rows
+    columns = {}
+    for r in range(cfg.rows):
+        columns[("acc", r)] = acc.reshape(count, cfg.rows)[:, r]
+        columns[("overflow", r)] = flags.reshape(count, cfg.rows)[:, r]
+    return beats.pack_columns(layout, columns, count)
+
+
+def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None):
+    cfg, acc, M, B, S, flags = fold_problem(cfg, seed, count, vectors)
+    dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan)
+    got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.folds, seed=seed)
+    y = golden.requantize(cfg, acc, M, B, S)
+    for k, out in enumerate(got):
+        vector, fold = divmod(k, cfg.folds)
+        assert out.last == (fold == cfg.folds - 1), f"beat {k}: last"
+        for r in range(cfg.rows):
+            c = fold * cfg.rows + r
+            assert out.y[r] == int(y[vector, c]), \
+                f"vector {vector}, channel {c}: (acc, M, B, S) = " \
+                f"{acc[vector, c], M[c], B[c], S[c]}, got y = {out.y[r]}, expected {y[vector, c]}"
+            assert out.overflow[r] == flags[vector, c], f"vector {vector}, channel {c}: overflow"
+    return dut.rq
+
+
+def fold_cfg(**changes):
+    base = dict(a_bits=1, w_bits=2, cols=1)
+    base.update(changes)
+    base.setdefault("out_features", base.get("rows", 1))
+    return LayerConfig(**base)
+
+
+# (lanes, steps per fold, digits per step) move: one lane over many rows with a multiply of
+# several digits, several lanes, lanes not dividing rows, and the full-rate case (lanes = rows).
+FOLD_CONFIGS = [
+    fold_cfg(in_features=8, rows=1, acc_bits=3, m_bits=2, b_bits=3, s_max=0, out_bits=1),
+    fold_cfg(in_features=16, rows=4, acc_bits=20, m_bits=25, b_bits=41, s_max=33, out_bits=8,
+             relu=True),
+    fold_cfg(in_features=16, rows=2, acc_bits=12, m_bits=8, b_bits=24, s_max=7, out_bits=4,
+             out_signed=True, shared_shift=True),
+    fold_cfg(in_features=2, rows=5, acc_bits=32, m_bits=16, b_bits=32, s_max=31, out_bits=8,
+             out_signed=True, relu=True),
+    fold_cfg(in_features=1, rows=3, acc_bits=8, m_bits=4, b_bits=8, s_max=31, out_bits=8),
+    fold_cfg(in_features=7, rows=2, acc_bits=48, m_bits=24, b_bits=64, s_max=80, out_bits=32,
+             out_signed=True),
+]
+
+
+@pytest.mark.parametrize("cfg", FOLD_CONFIGS, ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
+def test_fold_requantizer(cfg):
+    rq = check_fold_requant(cfg)
+    # The unit keeps up with the MAC array: a fold every `beats` cycles at most.
+    assert rq.lanes == -(-cfg.rows // cfg.beats)
+    assert rq.groups * rq.digits <= cfg.beats
+    assert rq.latency == rq.groups * rq.digits + 4
+
+
+@pytest.mark.parametrize("cfg", FOLD_CONFIGS[1::2], ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
+def test_fold_requantizer_align(cfg):
+    """One constant shift, M and B scaled by 2^(max S - S): the same outputs."""
+    rq = check_fold_requant(cfg, seed=7, shift_style="align")
+    assert len(rq.shifts) == 1 and rq.shifts[0] == rq.used_shifts[-1]
+    assert rq.m_width - cfg.m_bits == rq.used_shifts[-1] - rq.used_shifts[0] > 0
+
+
+def test_fold_requantizer_auto_style():
+    cfg = FOLD_CONFIGS[1]                  # out_bits 8: a window of 9 bits per extra shift
+    pick = lambda shifts: FoldRequantizer(cfg, shifts, shift_style="auto")
+    rqs = [pick((22, 25, 27, 29, 31, 33)), pick((22, 25, 29, 33)), pick((0, 33)), pick((5,))]
+    for rq in rqs:
+        Fragment.get(rq, None)
+    # 3·11 < 5·9: align; 3·11 >= 3·9: select; 3·33 >= 1·9: select; one shift: nothing to align.
+    assert [rq.shift_style for rq in rqs] == ["align", "select", "select", "select"]
+
+
+def test_fold_requantizer_shapes():
+    """The example layer's shape: one lane, 4 steps of 4 digits of 7 bits."""
+    rq = FoldRequantizer(FOLD_CONFIGS[1].replace(out_features=8), (22, 29, 33))
+    assert (rq.lanes, rq.groups, rq.digits, rq.digit_bits) == (1, 4, 4, 7)
+    assert rq.param_layout["sel"].shape.elem_shape.width == 2    # 3 shifts: a 2-bit index
+    full_rate = FoldRequantizer(FOLD_CONFIGS[4], (0,))
+    assert (full_rate.lanes, full_rate.groups, full_rate.digits) == (3, 1, 1)
+    assert full_rate.latency == 2 + Requantizer.latency     # buffer and operand registers
+    assert "sel" not in dict(full_rate.param_layout)
+    for block in (rq, full_rate):
+        Fragment.get(block, None)           # used: no UnusedElaboratable warning
+
+
+def test_fold_requantizer_lut_multiply():
+    cfg = FOLD_CONFIGS[1]
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut",) * cfg.rows)
+    check_fold_requant(cfg, seed=5, count=12, mul_plan=plan)
+
+
+def test_fold_requantizer_rejects_bad_shifts():
+    cfg = FOLD_CONFIGS[1]
+    for shifts in [(), (3, 2), (1, 1), (34,), (-1, 2), (True,)]:
+        with pytest.raises(ValueError, match=r"shifts must be distinct sorted integers in 0\.\.33"):
+            FoldRequantizer(cfg, shifts)
+    with pytest.raises(ValueError, match=r"shift_style must be one of 'select', 'align', "
+                                         r"'auto', not 'barrel'"):
+        FoldRequantizer(cfg, (2, 3), shift_style="barrel")
+    rq = FoldRequantizer(cfg.replace(out_features=4), (2, 3))
+    with pytest.raises(ValueError, match=r"S\[1\] = 4 is not one of the shifts \(2, 3\)"):
+        rq.param_words([1] * 4, [0] * 4, [2, 4, 3, 3])
+    Fragment.get(rq, None)                  # used: no UnusedElaboratable warning

@@ -224,9 +224,9 @@ def test_synth_small_arrays(tmp_path, target, shapes, capsys):
                                                    "carry chain", "routing", "logic")
         assert result["tools"]["yosys"] and result["tools"][f"nextpnr-{TARGETS[target].family}"]
         # Nothing of the core optimized away: one DSP per MAC product and requantizer lane
-        # (9x8 and 16x8 multiplies take one DSP each on both families) and at least one
-        # register per accumulator bit.
-        assert result["dsps"] == rows * cols + rows
+        # (9x8 products and the lane's digit products take one DSP each on both families) and
+        # at least one register per accumulator bit.
+        assert result["dsps"] == rows * cols + cfg.requant_lanes
         assert result["ffs"] >= rows * 16
         results[rows, cols] = result
     small, large = results[shapes[0]], results[shapes[1]]
@@ -234,7 +234,7 @@ def test_synth_small_arrays(tmp_path, target, shapes, capsys):
     blocks = large["blocks"]
     macs = shapes[1][0] * shapes[1][1]
     assert blocks["mac_array"]["dsps"] == macs and blocks["mac_array"]["ffs"] >= macs * 15
-    assert blocks["requantizer"]["dsps"] == shapes[1][0]
+    assert blocks["requantizer"]["dsps"] == -(-shapes[1][0] // 4)     # lanes: rows / beats
     out = capsys.readouterr().out
     assert "critical path:" in out and "Fmax" in out and "mac_array" in out
 
@@ -251,7 +251,7 @@ def test_synth_too_large_names_the_resource(tmp_path, capsys):
     cfg = tiny(2, 4, mul_style="dsp")
     code, result = run_synth(tmp_path, cfg, "ice40-up5k")
     assert code == 1
-    needs = 8 + 2
+    needs = 8 + cfg.requant_lanes
     err = capsys.readouterr().err
     assert f"needs {needs} DSPs, ice40-up5k has 8" in err
     assert "Traceback" not in err
