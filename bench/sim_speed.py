@@ -81,7 +81,7 @@ def amaranth_sim(vectors):
     engine = LayerEngine(CFG, w, M, B, S)
     in_beats = [{"x": [int(v) for v in row[i * CFG.cols:(i + 1) * CFG.cols]]}
                 for row in x for i in range(CFG.beats)]
-    n_out = vectors * CFG.folds
+    n_out = vectors * CFG.out_beats
     got = []
     counter = {"cycles": 0}
 
@@ -146,7 +146,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    print(f"layer: K={CFG.K} N={CFG.N}, {CFG.rows}x{CFG.cols} array, {CFG.folds * CFG.beats} "
+    print(f"layer: K={CFG.K} N={CFG.N}, {CFG.rows}x{CFG.cols} array, {CFG.out_beats * CFG.beats} "
           f"MAC cycles per vector", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="qmac-bench-") as scratch:
         print("cocotb + Verilator ...", file=sys.stderr)

@@ -319,7 +319,7 @@ class LayerConfig:
         return self.in_features // self.cols
 
     @property
-    def folds(self):
+    def out_beats(self):
         """Output beats per input vector, ``N / rows``."""
         return self.out_features // self.rows
 

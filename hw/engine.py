@@ -30,7 +30,7 @@ class LayerEngine(wiring.Component):
     The MAC results go through the requantizer (:class:`FoldRequantizer`: ``cfg.requant_lanes``
     lanes time-multiplexed over the ``rows`` results of a fold, with ``M``, ``B`` and the shift
     index of each step read from a parameter memory, and a shifter over only the shifts ``S``
-    uses), giving ``folds = N/rows`` output beats per vector; beat ``j`` holds channels
+    uses), giving ``out_beats = N/rows`` output beats per vector; beat ``j`` holds channels
     ``[j·rows, (j+1)·rows)`` and the last one has ``last`` set.
 
     Parameters
@@ -57,11 +57,11 @@ class LayerEngine(wiring.Component):
     i : In(stream.Signature(layouts.engine_input_layout(cfg)))
         Input beats: ``beats`` consecutive beats form one vector.
     o : Out(stream.Signature(layouts.engine_output_layout(cfg)))
-        Output beats: ``folds`` per vector, ``last`` on the final one.
+        Output beats: ``out_beats`` per vector, ``last`` on the final one.
 
     Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
-    of ``n`` vectors takes ``folds·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
-    n·folds·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
+    of ``n`` vectors takes ``out_beats·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
+    n·out_beats·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
     always ready. ``latency = 1 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
     transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
@@ -112,7 +112,7 @@ class LayerEngine(wiring.Component):
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 1 + self._mac.latency + self._requant.latency
         #: MAC cycles per input vector at full rate.
-        self.cycles_per_vector = cfg.folds * cfg.beats
+        self.cycles_per_vector = cfg.out_beats * cfg.beats
         super().__init__({
             "i": In(stream.Signature(layouts.engine_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.engine_output_layout(cfg))),
@@ -132,10 +132,10 @@ class LayerEngine(wiring.Component):
         """The weight memory image: word ``j·beats + i`` is the ``rows × cols`` tile of fold
         ``j`` and beat ``i``."""
         cfg = self.cfg
-        tiles = self.weights.reshape(cfg.folds, cfg.rows, cfg.beats, cfg.cols)
+        tiles = self.weights.reshape(cfg.out_beats, cfg.rows, cfg.beats, cfg.cols)
         tiles = tiles.transpose(0, 2, 1, 3)
         return [[[int(v) for v in row] for row in tile]
-                for tile in tiles.reshape(cfg.folds * cfg.beats, cfg.rows, cfg.cols)]
+                for tile in tiles.reshape(cfg.out_beats * cfg.beats, cfg.rows, cfg.cols)]
 
     def _threshold_param_words(self):
         """The threshold parameter image: word ``j`` holds ``t`` and ``d`` of fold ``j``."""
@@ -145,7 +145,7 @@ class LayerEngine(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self.cfg
-        beats, folds = cfg.beats, cfg.folds
+        beats, folds = cfg.beats, cfg.out_beats
         m = Module()
 
         m.submodules.mac = mac = self._mac
@@ -252,7 +252,7 @@ class LayerEngine(wiring.Component):
         """MAC results into the threshold requantizer, paired with their fold's thresholds:
         ``out_fold`` counts MAC results; the parameter read port is addressed with its next
         value, so its data always belongs to the current ``out_fold``."""
-        folds = self.cfg.folds
+        folds = self.cfg.out_beats
         out_fold = Signal(range(max(2, folds)), name="result_fold")
         out_fold_next = Signal(range(max(2, folds)), name="result_fold_next")
         param_r = params.read_port()

@@ -107,11 +107,11 @@ class MacArray(wiring.Component):
 
         en = global_enable(m, self.i, self.o)
 
-        # Registered products. ``x·w`` fits ``product_bits`` signed for either signedness of
+        # Registered products. ``x·w`` fits ``exact_product_bits`` signed for either signedness of
         # ``x``; the slice drops the extra bit of an unsigned-by-signed product.
-        product_bits = cfg.sum_bits(1)
+        exact_product_bits = cfg.sum_bits(1)
         if self.mul_plan.packed:
-            products = self._packed_products(m, en, product_bits)
+            products = self._packed_products(m, en, exact_product_bits)
             valid, first, last = stage(m, en, "operand", valid=self.i.valid,
                                        first=self.i.p.first, last=self.i.p.last)
             valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
@@ -119,11 +119,11 @@ class MacArray(wiring.Component):
             products = {}
             for r in range(cfg.rows):
                 for c in range(cfg.cols):
-                    product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                    product_reg = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
                     with m.If(en):
                         m.d.sync += product_reg.eq(
                             product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
-                            [:product_bits].as_signed())
+                            [:exact_product_bits].as_signed())
                     products[r, c] = product_reg
             valid, first, last = stage(m, en, "product", valid=self.i.valid,
                                        first=self.i.p.first, last=self.i.p.last)
@@ -196,7 +196,7 @@ class MacArray(wiring.Component):
 
         return m
 
-    def _packed_products(self, m, en, product_bits):
+    def _packed_products(self, m, en, exact_product_bits):
         """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of
         ``"dsp2"`` products in :class:`DualProduct8x8` blocks (enabled by ``en``), the others as
         registered operands, then a registered product. Returns ``{(r, c): product}``."""
@@ -213,8 +213,8 @@ class MacArray(wiring.Component):
                     getattr(block, f"a_{half}").eq(self.i.p.x[c]),
                     getattr(block, f"b_{half}").eq(self.i.p.w[r][c]),
                 ]
-                node = Signal(signed(product_bits), name=f"product_{r}_{c}")
-                m.d.comb += node.eq(getattr(block, f"p_{half}")[:product_bits].as_signed())
+                node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
+                m.d.comb += node.eq(getattr(block, f"p_{half}")[:exact_product_bits].as_signed())
                 products[r, c] = node
         for r in range(cfg.rows):
             for c in range(cfg.cols):
@@ -222,13 +222,13 @@ class MacArray(wiring.Component):
                     continue
                 x_reg = Signal(self.i.p.x[c].shape(), name=f"x_reg_{r}_{c}")
                 w_reg = Signal(self.i.p.w[r][c].shape(), name=f"w_reg_{r}_{c}")
-                product_reg = Signal(signed(product_bits), name=f"product_{r}_{c}")
+                product_reg = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
                 with m.If(en):
                     m.d.sync += [
                         x_reg.eq(self.i.p.x[c]),
                         w_reg.eq(self.i.p.w[r][c]),
                         product_reg.eq(product(x_reg, w_reg, plan.mac[r][c])
-                                       [:product_bits].as_signed()),
+                                       [:exact_product_bits].as_signed()),
                     ]
                 products[r, c] = product_reg
         return products

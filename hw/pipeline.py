@@ -3,7 +3,7 @@
 from amaranth.hdl import Signal
 
 
-__all__ = ["global_enable", "stage"]
+__all__ = ["global_enable", "stage", "register_side_band"]
 
 
 def global_enable(m, i, o):
@@ -28,3 +28,14 @@ def stage(m, en, prefix, **values):
             m.d.sync += register.eq(value)
         registers.append(register)
     return registers
+
+
+def register_side_band(m, en, o, *, valid, overflow, last):
+    """The output register's side band: ``o.valid``, ``o.p.overflow`` and ``o.p.last`` take
+    ``valid``, ``overflow`` and ``last`` while ``en`` is high."""
+    with m.If(en):
+        m.d.sync += [
+            o.valid.eq(valid),
+            o.p.overflow.eq(overflow),
+            o.p.last.eq(last),
+        ]

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .multiply import plan_multipliers, product
-from .pipeline import global_enable, stage
+from .pipeline import global_enable, stage, register_side_band
 
 
 __all__ = ["Requantizer", "FoldRequantizer", "clamp_output"]
@@ -94,8 +94,8 @@ class Requantizer(wiring.Component):
     def __init__(self, cfg, *, mul_plan=None):
         self.cfg = cfg
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
-        self.product_bits = cfg.acc_bits + cfg.m_bits
-        self.sum_bits = max(self.product_bits, cfg.b_bits) + 1
+        self.scaled_bits = cfg.acc_bits + cfg.m_bits
+        self.sum_bits = max(self.scaled_bits, cfg.b_bits) + 1
         super().__init__({
             "i": In(stream.Signature(layouts.requant_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
@@ -111,7 +111,7 @@ class Requantizer(wiring.Component):
         en = global_enable(m, self.i, self.o)
 
         # Stage 1: products; B, S, overflow and last travel alongside.
-        products = [Signal(signed(self.product_bits), name=f"product_{r}")
+        products = [Signal(signed(self.scaled_bits), name=f"product_{r}")
                     for r in range(cfg.rows)]
         offsets = [Signal(signed(cfg.b_bits), name=f"offset_{r}") for r in range(cfg.rows)]
         s1_valid, s1_shift, s1_overflow, s1_last = stage(
@@ -134,12 +134,7 @@ class Requantizer(wiring.Component):
                 m.d.sync += sums[r].eq(products[r] + offsets[r])
 
         # Stage 3: arithmetic shift and clamp into the output register.
-        with m.If(en):
-            m.d.sync += [
-                self.o.valid.eq(s2_valid),
-                self.o.p.overflow.eq(s2_overflow),
-                self.o.p.last.eq(s2_last),
-            ]
+        register_side_band(m, en, self.o, valid=s2_valid, overflow=s2_overflow, last=s2_last)
         for r in range(cfg.rows):
             amount = s2_shift if cfg.shared_shift else s2_shift[r]
             shifted = Signal(signed(self.sum_bits), name=f"shifted_{r}")
@@ -286,9 +281,9 @@ class FoldRequantizer(wiring.Component):
         #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
         self.digits = -(-self.m_width // self.digit_bits)
         self.latency = self.groups * self.digits + 4
-        self.product_bits = cfg.acc_bits + self.m_width
-        self.sum_bits = max(self.product_bits, self.b_width) + 1
-        self.depth = max(2, cfg.folds * self.groups * self.digits)
+        self.scaled_bits = cfg.acc_bits + self.m_width
+        self.sum_bits = max(self.scaled_bits, self.b_width) + 1
+        self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
@@ -328,7 +323,7 @@ class FoldRequantizer(wiring.Component):
         """
         cfg = self.cfg
         words = []
-        for f in range(cfg.folds):
+        for f in range(cfg.out_beats):
             for g in range(self.groups):
                 m_digits, b, sel = [], [], []
                 for lane in range(self.lanes):
@@ -429,15 +424,15 @@ class FoldRequantizer(wiring.Component):
         with m.Elif(issue & digit_last & group_last):
             m.d.sync += busy.eq(0)
 
-        fold = Signal(range(max(2, cfg.folds)), name="fold")
+        fold = Signal(range(max(2, cfg.out_beats)), name="fold")
         with m.If(issue & digit_last & group_last):
-            m.d.sync += fold.eq(Mux(fold == cfg.folds - 1, 0, fold + 1))
+            m.d.sync += fold.eq(Mux(fold == cfg.out_beats - 1, 0, fold + 1))
 
         # The parameter word of the current step and digit; the read port is addressed with its
         # next value, so its data always belongs to the current one.
         word = Signal(range(self.depth), name="param_word")
         word_next = Signal(range(self.depth), name="param_word_next")
-        last_word = cfg.folds * groups * digits - 1
+        last_word = cfg.out_beats * groups * digits - 1
         m.d.comb += [
             word_next.eq(Mux(issue, Mux(word == last_word, 0, word + 1), word)),
             self.params.addr.eq(word_next),
@@ -460,7 +455,7 @@ class FoldRequantizer(wiring.Component):
         # -- stage 0: the operands of one digit, registered (the parameter memory's output and
         # the channel multiplexer stay out of the multiplier's path) ---------------------------
         s0 = stage(m, en, "operand", valid=issue, first=cur_digit == 0, final=digit_last,
-                   group=cur_group, last=group_last & (fold == cfg.folds - 1))
+                   group=cur_group, last=group_last & (fold == cfg.out_beats - 1))
         operands = []
         for lane in range(lanes):
             values = {"acc": channel_of(buffer_acc, lane), "digit": params.m[lane],

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from . import layouts
 from .checks import RangeError
 from .config import signed_width
-from .pipeline import global_enable, stage
+from .pipeline import global_enable, stage, register_side_band
 from .threshold_table import check_thresholds
 
 
@@ -56,7 +56,7 @@ def threshold_param_layout(cfg, t_bits):
 def threshold_param_words(cfg, T, D):
     """The threshold memory image: word ``j`` holds ``t`` and ``d`` of fold ``j``."""
     words = []
-    for j in range(cfg.folds):
+    for j in range(cfg.out_beats):
         span = range(j * cfg.rows, (j + 1) * cfg.rows)
         words.append({"t": [[int(v) for v in T[c]] for c in span],
                       "d": [int(D[c] < 0) for c in span]})
@@ -215,12 +215,8 @@ class ThresholdRequantizer(wiring.Component):
 
         # Output register: y = y_min + count.
         valid, overflow, last = side
+        register_side_band(m, en, self.o, valid=valid, overflow=overflow, last=last)
         with m.If(en):
-            m.d.sync += [
-                self.o.valid.eq(valid),
-                self.o.p.overflow.eq(overflow),
-                self.o.p.last.eq(last),
-            ]
             for r in range(cfg.rows):
                 m.d.sync += self.o.p.y[r].eq(lanes[r][0] + cfg.y_min)
         return m

@@ -184,11 +184,11 @@ class _ProgressLine:
     Elsewhere (a file, a pipe, a CI log) nothing: the summary line at the end says it all."""
 
     def __init__(self, stream, n_vectors, folds):
-        self.stream, self.n_vectors, self.folds = stream, n_vectors, folds
+        self.stream, self.n_vectors, self.out_beats = stream, n_vectors, folds
         self.shown = False
 
     def __call__(self, outputs, cycles, seconds):
-        vectors = outputs // self.folds
+        vectors = outputs // self.out_beats
         rate = cycles / seconds if seconds else 0.0
         done = vectors / self.n_vectors if self.n_vectors else 1.0
         left = _duration(seconds * (1 - done) / done) if done else "?"
@@ -249,10 +249,10 @@ def simulate(args):
     else:
         print("reused the cached build", file=sys.stderr)
     in_beats = beats.engine_beats(cfg, x)
-    n_outputs = len(x) * cfg.folds
+    n_outputs = len(x) * cfg.out_beats
     print(f"simulating {len(x)} vectors ({len(in_beats)} input beats, {n_outputs} output beats, "
           f"stall {args.stall}) ...", file=sys.stderr)
-    progress = _ProgressLine(sys.stderr, len(x), cfg.folds) if sys.stderr.isatty() else None
+    progress = _ProgressLine(sys.stderr, len(x), cfg.out_beats) if sys.stderr.isatty() else None
     try:
         run = run_stream(built, in_beats, n_outputs=n_outputs, stall=args.stall, seed=args.seed,
                          in_width=layouts.engine_input_layout(cfg).size,
@@ -279,7 +279,7 @@ def simulate(args):
               f"outputs", file=sys.stderr)
     if args.check:
         want = golden.layer(cfg, x, weights, M, B, S)
-        want_last = np.tile(np.arange(cfg.folds) == cfg.folds - 1, len(x))
+        want_last = np.tile(np.arange(cfg.out_beats) == cfg.out_beats - 1, len(x))
         mismatch = np.argwhere(np.asarray(y != want.y, dtype=bool))
         flag_mismatch = np.argwhere(flags != want.overflow)
         if len(mismatch):

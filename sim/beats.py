@@ -54,10 +54,10 @@ def mac_beats(cfg, x, w):
     x = golden.check_inputs(cfg, x)
     w = golden.check_weights(cfg, w)
     xb = _vector_beats(cfg, x)                                   # batch, beats, cols
-    wt = np.asarray(w, dtype=object).reshape(cfg.folds, cfg.rows, cfg.beats, cfg.cols)
+    wt = np.asarray(w, dtype=object).reshape(cfg.out_beats, cfg.rows, cfg.beats, cfg.cols)
     batch = len(x)
-    count = batch * cfg.folds * cfg.beats
-    shape = (batch, cfg.folds, cfg.beats)
+    count = batch * cfg.out_beats * cfg.beats
+    shape = (batch, cfg.out_beats, cfg.beats)
     columns = {}
     for c in range(cfg.cols):
         columns[("x", c)] = np.broadcast_to(xb[:, None, :, c], shape)
@@ -73,13 +73,13 @@ def mac_expected(cfg, x, w):
     """Expected MAC-array output beats for :func:`mac_beats`."""
     acc, flags = golden.mac(cfg, x, w)
     batch = len(acc)
-    acc = np.asarray(acc, dtype=object).reshape(batch * cfg.folds, cfg.rows)
-    flags = np.asarray(flags, dtype=int).reshape(batch * cfg.folds, cfg.rows)
+    acc = np.asarray(acc, dtype=object).reshape(batch * cfg.out_beats, cfg.rows)
+    flags = np.asarray(flags, dtype=int).reshape(batch * cfg.out_beats, cfg.rows)
     columns = {}
     for r in range(cfg.rows):
         columns[("acc", r)] = acc[:, r]
         columns[("overflow", r)] = flags[:, r]
-    return pack_columns(layouts.mac_output_layout(cfg), columns, batch * cfg.folds)
+    return pack_columns(layouts.mac_output_layout(cfg), columns, batch * cfg.out_beats)
 
 
 def _requant_columns(cfg, acc, M, B, S, flags, last):
@@ -133,14 +133,14 @@ def engine_expected(cfg, x, w, M, B, S):
     """Expected layer-engine output beats: ``N/rows`` beats per vector, ``last`` on the final."""
     result = golden.layer(cfg, x, w, M, B, S)
     batch = len(result.y)
-    y = np.asarray(result.y, dtype=object).reshape(batch * cfg.folds, cfg.rows)
-    flags = np.asarray(result.overflow, dtype=int).reshape(batch * cfg.folds, cfg.rows)
-    last = np.tile((np.arange(cfg.folds) == cfg.folds - 1).astype(int), batch)
+    y = np.asarray(result.y, dtype=object).reshape(batch * cfg.out_beats, cfg.rows)
+    flags = np.asarray(result.overflow, dtype=int).reshape(batch * cfg.out_beats, cfg.rows)
+    last = np.tile((np.arange(cfg.out_beats) == cfg.out_beats - 1).astype(int), batch)
     columns = {("last",): last}
     for r in range(cfg.rows):
         columns[("y", r)] = y[:, r]
         columns[("overflow", r)] = flags[:, r]
-    return pack_columns(layouts.engine_output_layout(cfg), columns, batch * cfg.folds)
+    return pack_columns(layouts.engine_output_layout(cfg), columns, batch * cfg.out_beats)
 
 
 def engine_outputs(cfg, packed):
@@ -149,11 +149,11 @@ def engine_outputs(cfg, packed):
     ``y`` and ``overflow`` have shape ``(batch, out_features)``; ``last`` has one entry per beat.
     The number of beats must be a multiple of ``N/rows``.
     """
-    if len(packed) % cfg.folds:
+    if len(packed) % cfg.out_beats:
         raise ValueError(f"{len(packed)} output beats is not a whole number of vectors "
-                         f"({cfg.folds} beats each)")
+                         f"({cfg.out_beats} beats each)")
     columns = unpack_columns(layouts.engine_output_layout(cfg), packed)
-    batch = len(packed) // cfg.folds
+    batch = len(packed) // cfg.out_beats
     y = np.stack([columns[("y", r)] for r in range(cfg.rows)], axis=1)
     flags = np.stack([columns[("overflow", r)] for r in range(cfg.rows)], axis=1)
     y = y.reshape(batch, cfg.out_features)

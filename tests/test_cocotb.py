@@ -155,8 +155,8 @@ def _check_engine(cfg, verilator_build, seed, batch=12):
     assert run.cycles <= dut.cycles(len(x)) + 2
     # Reset in the middle of a vector (and with a whole vector before it still in flight).
     prefix = inputs[:cfg.beats + max(cfg.beats // 2, 1)]
-    run = run_stream(built, inputs[:cfg.beats * 3], n_outputs=3 * cfg.folds,
-                     expected=expected[:3 * cfg.folds], stall=STALL, seed=seed + 1,
+    run = run_stream(built, inputs[:cfg.beats * 3], n_outputs=3 * cfg.out_beats,
+                     expected=expected[:3 * cfg.out_beats], stall=STALL, seed=seed + 1,
                      in_width=width, reset_prefix=prefix, label="reset")
     assert run.passed
     assert run.prefix_outputs == expected[:len(run.prefix_outputs)]

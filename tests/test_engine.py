@@ -20,10 +20,10 @@ from vectors import engine_problem
 
 def check_engine_outputs(cfg, x, w, M, B, S, got):
     expected = golden.layer(cfg, x, w, M, B, S)
-    assert len(got) == len(x) * cfg.folds
+    assert len(got) == len(x) * cfg.out_beats
     for k, out in enumerate(got):
-        vector, fold = divmod(k, cfg.folds)
-        assert out.last == (fold == cfg.folds - 1), f"vector {vector}, fold {fold}: last"
+        vector, fold = divmod(k, cfg.out_beats)
+        assert out.last == (fold == cfg.out_beats - 1), f"vector {vector}, fold {fold}: last"
         for r in range(cfg.rows):
             c = fold * cfg.rows + r
             assert (out.y[r], out.overflow[r]) == \
@@ -37,7 +37,7 @@ def check_engine_outputs(cfg, x, w, M, B, S, got):
 def check_engine(cfg, *, seed=3, batch=5, kind="uniform", levels_per_stage=1):
     x, w, M, B, S = engine_problem(cfg, seed, batch, kind)
     dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=levels_per_stage)
-    got = stream_test(dut, beats.engine_beats(cfg, x), batch * cfg.folds, seed=seed,
+    got = stream_test(dut, beats.engine_beats(cfg, x), batch * cfg.out_beats, seed=seed,
                       cycles=dut.cycles(batch))
     return check_engine_outputs(cfg, x, w, M, B, S, got)
 
@@ -101,7 +101,7 @@ def test_engine_cycles(cfg):
     async def consumer(ctx):
         ctx.set(dut.o.ready, 1)
         cycle = 0
-        while len(got) < batch * cfg.folds:
+        while len(got) < batch * cfg.out_beats:
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             cycle += 1
             if valid:
@@ -111,7 +111,7 @@ def test_engine_cycles(cfg):
     run(dut, producer, consumer, deadline=10 * dut.cycles(batch))
     check_engine_outputs(cfg, x, w, M, B, S, got)
     assert timing["cycles"] == dut.cycles(batch)
-    assert dut.cycles(batch) == batch * cfg.folds * cfg.beats + dut.latency
+    assert dut.cycles(batch) == batch * cfg.out_beats * cfg.beats + dut.latency
 
 
 RESET_CONFIG = engine_cfg(in_features=6, out_features=8, rows=2, cols=2, a_bits=4, w_bits=4,
@@ -152,7 +152,7 @@ def test_engine_reset_mid_vector(cfg, cut):
         rng = random.Random(8)
         while not phase["reset"]:                # hold stale results in the pipeline
             await ctx.tick()
-        for _ in range(len(fresh) * cfg.folds):
+        for _ in range(len(fresh) * cfg.out_beats):
             got.append(await stream_get(ctx, dut.o, rng=rng, stall=STALL))
         await expect_idle(ctx, dut.o, 16)
 
@@ -217,6 +217,6 @@ def test_engine_example_layer(toml, npz):
     dut = LayerEngine(cfg, w, params["M"], params["B"], params["S"])
     assert cfg.requant_lanes == 1 and (dut._requant.groups, dut._requant.digits) == (4, 4)
     assert dut._requant.shift_style == ("select" if cfg.shared_shift else "align")
-    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.folds, seed=11,
+    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.out_beats, seed=11,
                       cycles=dut.cycles(len(x)))
     check_engine_outputs(cfg, x, w, params["M"], params["B"], params["S"], got)

@@ -160,11 +160,11 @@ def fold_beats(cfg, acc, flags):
 def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None):
     cfg, acc, M, B, S, flags = fold_problem(cfg, seed, count, vectors)
     dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan)
-    got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.folds, seed=seed)
+    got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.out_beats, seed=seed)
     y = golden.requantize(cfg, acc, M, B, S)
     for k, out in enumerate(got):
-        vector, fold = divmod(k, cfg.folds)
-        assert out.last == (fold == cfg.folds - 1), f"beat {k}: last"
+        vector, fold = divmod(k, cfg.out_beats)
+        assert out.last == (fold == cfg.out_beats - 1), f"beat {k}: last"
         for r in range(cfg.rows):
             c = fold * cfg.rows + r
             assert out.y[r] == int(y[vector, c]), \

@@ -369,13 +369,13 @@ def test_engine_thresholds(cfg):
     table, _ = engine_thresholds(cfg, w, rng, rounding="half_even")
     dut = LayerEngine(cfg, w, thresholds=table)
     assert dut.requant_style == "threshold"
-    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.folds, seed=5,
+    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.out_beats, seed=5,
                       cycles=dut.cycles(len(x)))
     expected = golden.layer_thresholds(cfg, x, w, table.T, table.D)
     assert (expected.y == cfg.y_min).any() and (expected.y == cfg.y_max).any()
     for k, out in enumerate(got):
-        vector, fold = divmod(k, cfg.folds)
-        assert out.last == (fold == cfg.folds - 1)
+        vector, fold = divmod(k, cfg.out_beats)
+        assert out.last == (fold == cfg.out_beats - 1)
         for r in range(cfg.rows):
             c = fold * cfg.rows + r
             assert (out.y[r], out.overflow[r]) == \
@@ -450,14 +450,14 @@ def test_engine_thresholds_verilator(verilator_build):
     result = golden.layer_thresholds(cfg, x, w, table.T, table.D)
     assert (result.y == cfg.y_min).any() and (result.y == cfg.y_max).any()
     batch = len(x)
-    columns = {("last",): np.tile((np.arange(cfg.folds) == cfg.folds - 1).astype(int), batch)}
-    y = np.asarray(result.y, dtype=object).reshape(batch * cfg.folds, cfg.rows)
-    flags = np.asarray(result.overflow, dtype=int).reshape(batch * cfg.folds, cfg.rows)
+    columns = {("last",): np.tile((np.arange(cfg.out_beats) == cfg.out_beats - 1).astype(int), batch)}
+    y = np.asarray(result.y, dtype=object).reshape(batch * cfg.out_beats, cfg.rows)
+    flags = np.asarray(result.overflow, dtype=int).reshape(batch * cfg.out_beats, cfg.rows)
     for r in range(cfg.rows):
         columns[("y", r)] = y[:, r]
         columns[("overflow", r)] = flags[:, r]
     expected = beats.pack_columns(layouts.engine_output_layout(cfg), columns,
-                                  batch * cfg.folds)
+                                  batch * cfg.out_beats)
     inputs = beats.engine_beats(cfg, x)
     width = layouts.engine_input_layout(cfg).size
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,

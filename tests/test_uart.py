@@ -413,15 +413,15 @@ def test_bytes_to_beats_full_rate():
 def pack_outputs(cfg, y, flags):
     """Engine output beats for results ``y`` and flags ``flags`` (both (batch, N))."""
     batch = len(y)
-    y = np.asarray(y, dtype=object).reshape(batch * cfg.folds, cfg.rows)
-    flags = np.asarray(flags, dtype=int).reshape(batch * cfg.folds, cfg.rows)
-    columns = {("last",): np.tile((np.arange(cfg.folds) == cfg.folds - 1).astype(int), batch)}
+    y = np.asarray(y, dtype=object).reshape(batch * cfg.out_beats, cfg.rows)
+    flags = np.asarray(flags, dtype=int).reshape(batch * cfg.out_beats, cfg.rows)
+    columns = {("last",): np.tile((np.arange(cfg.out_beats) == cfg.out_beats - 1).astype(int), batch)}
     for r in range(cfg.rows):
         columns[("y", r)] = y[:, r]
         columns[("overflow", r)] = flags[:, r]
     layout = layouts.engine_output_layout(cfg)
     return [layout.from_bits(beat) for beat in beats.pack_columns(layout, columns,
-                                                                   batch * cfg.folds)]
+                                                                   batch * cfg.out_beats)]
 
 
 @pytest.mark.parametrize("cfg", ADAPTER_CONFIGS, ids=adapter_id)
