@@ -136,13 +136,16 @@ async def expect_idle(ctx, stream, cycles):
 
 # -- runs ----------------------------------------------------------------------------------------
 
-def run(dut, producer, consumer, *, deadline=1_000_000):
-    """Simulate ``dut`` with the two testbenches until both finish; fail after ``deadline``
-    cycles."""
+def run(dut, *benches, deadline=1_000_000):
+    """Simulate ``dut`` with ``benches`` until they finish; fail after ``deadline`` cycles.
+    A bench passed as ``("background", bench)`` may run forever (a monitor)."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
+    for bench in benches:
+        if isinstance(bench, tuple):
+            sim.add_testbench(bench[1], background=True)
+        else:
+            sim.add_testbench(bench)
 
     async def watchdog(ctx):
         await ctx.delay(deadline * 1e-6)

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from qmac.hw.config import LayerConfig
 from qmac.hw.network import NetworkTop, Regroup, check_chain
-from qmac.sim import golden
+from qmac.netflow import golden_outputs
 from harness import run as simulate, stream_get, stream_put
 from qmac.sim import beats as sim_beats
 
@@ -96,20 +96,12 @@ def tiny_network(rng):
     return layers
 
 
-def golden_network(layers, x):
-    outputs = []
-    for cfg, w, M, B, S in layers:
-        x = golden.layer(cfg, x, w, M, B, S).y
-        outputs.append(x)
-    return outputs
-
-
 def test_network_top_equals_golden_model_under_stalls():
     rng = np.random.default_rng(7)
     layers = tiny_network(rng)
     first, last = layers[0][0], layers[-1][0]
     x = rng.integers(0, 16, size=(12, first.K))
-    want = golden_network(layers, x)
+    want = golden_outputs(layers, x)
     dut = NetworkTop(layers, taps=True)
     stall = random.Random(3)
     got, taps = [], [[] for _ in range(len(layers) - 1)]
@@ -134,7 +126,7 @@ def test_network_top_equals_golden_model_under_stalls():
     sim.add_clock(1e-6)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
-    sim.add_process(tap_monitor)
+    sim.add_testbench(tap_monitor, background=True)
     sim.run_until(60_000e-6)
     assert np.array_equal(np.array(got).reshape(len(x), last.N), want[-1])
     for k, tap in enumerate(taps):

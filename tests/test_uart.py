@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
-from amaranth.sim import Simulator
 
 from qmac import host
 from qmac.hw import board, layouts
@@ -21,26 +20,7 @@ from qmac.hw.board import BeatsToBytes, BytesToBeats, baud_divisor
 from qmac.hw.config import LayerConfig
 from qmac.hw.uart import BAUD_TOLERANCE, UartRx, UartTx
 from qmac.sim import beats
-from harness import expect_idle, stream_get, stream_put
-
-
-def simulate(dut, *benches, deadline):
-    """Run ``benches`` (the first ones must finish) beside ``dut`` for at most ``deadline``
-    cycles; testbenches passed as ``("background", bench)`` may run forever."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for bench in benches:
-        if isinstance(bench, tuple):
-            sim.add_testbench(bench[1], background=True)
-        else:
-            sim.add_testbench(bench)
-
-    async def watchdog(ctx):
-        await ctx.delay(deadline * 1e-6)
-        raise TimeoutError(f"the testbenches did not finish in {deadline} cycles")
-
-    sim.add_testbench(watchdog, background=True)
-    sim.run()
+from harness import expect_idle, run as simulate, stream_get, stream_put
 
 
 def frame_bits(byte, *, stop=1):
