@@ -169,6 +169,12 @@ def main(argv=None):
                         help="one seed, fewer configurations and sweep points")
     parser.add_argument("--seeds", type=int, default=3, help="nextpnr seeds (default 3)")
     parser.add_argument("--out", default=".", help="folder for the CSV and PNG files")
+    parser.add_argument("--part", nargs="+", choices=["targets", "set", "sweep"],
+                        default=["targets", "set", "sweep"],
+                        help="what to run: issue 8's targets against the baseline, the "
+                             "benchmark set of the note, the acc_bits sweep (default: all)")
+    parser.add_argument("--only", nargs="+", metavar="N",
+                        help="with 'targets': only these target numbers of issue 8")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, not {args.seeds}")
@@ -181,6 +187,22 @@ def main(argv=None):
         print(message, file=sys.stderr, flush=True)
 
     log(f"qor: seeds {seeds}, run folders under {scratch}")
+    if "targets" in args.part:
+        import issue8
+        log("issue 8 targets:")
+        target_rows, results = issue8.run(seeds, scratch / "targets", log,
+                                          only=set(args.only or ()))
+        lines = issue8.table(target_rows, results)
+        with open(out / "qor_targets.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("target", "measure", "goal", "reached", "today",
+                                      "ratio", "met"), *lines])
+        print("Issue 8 targets")
+        issue8.print_table(lines, seeds)
+        print(f"wrote {out / 'qor_targets.csv'}\n")
+    if "set" not in args.part:
+        if "sweep" in args.part:
+            sweep(out, scratch, seeds, args.quick, log)
+        return 0
     rows = []
     for ident, description, kind, cfg, targets in benchmark_set(args.quick):
         for target in targets:
@@ -242,7 +264,8 @@ def main(argv=None):
           f"accumulator Fmax (same width, same part). Seeds: {seeds}.")
 
     print_target3(header, table)
-    sweep(out, scratch, seeds, args.quick, log)
+    if "sweep" in args.part:
+        sweep(out, scratch, seeds, args.quick, log)
     print(f"\nwrote {out / 'qor.csv'}, {out / 'qor_acc_bits.csv'}, {out / 'qor_acc_bits.png'}")
     return 0
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from .files import UserError
 
 
-__all__ = ["Target", "TARGETS", "SynthError", "DoesNotFitError", "implement", "synthesize",
-           "synth", "format_report"]
+__all__ = ["Target", "TARGETS", "SynthError", "DoesNotFitError", "implement", "implement_rtlil",
+           "synthesize", "synth", "format_report"]
 
 
 @dataclass(frozen=True)
@@ -374,10 +374,23 @@ def implement(component, target, workdir, *, seed=1, freq=None, progress=_progre
     """
     from amaranth.back import rtlil
     from qmac.hw.harness import FairTimingHarness
-    freq = target.default_freq if freq is None else float(freq)
-    workdir = Path(workdir)
     top = FairTimingHarness(component) if harness else component
     rtlil_text = rtlil.convert(top, name="top", emit_src=False)
+    harness_info = {"input_bits": top.input_bits, "output_bits": top.output_bits,
+                    "pins": 4} if harness else None
+    return implement_rtlil(rtlil_text, target, workdir, seed=seed, freq=freq,
+                           progress=progress, blocks=blocks, soft_blocks=soft_blocks,
+                           harness_info=harness_info, allow_unfit=allow_unfit, place=place)
+
+
+def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
+                    progress=_progress_to_stderr, blocks=False, soft_blocks=(),
+                    harness_info=None, allow_unfit=False, place=True):
+    """:func:`implement` of a design given as RTLIL text (top module ``top``), e.g. one that
+    another version of qmac generated (``bench/baseline.py``). ``harness_info``, when given, is
+    reported as the result's ``harness``."""
+    freq = target.default_freq if freq is None else float(freq)
+    workdir = Path(workdir)
     stat, yosys_seconds = synthesize_rtlil(rtlil_text, target, workdir, progress=progress)
     cell_types = _module_types(stat, next(iter(stat["modules"])))
     counts = _count(cell_types, target.family)
@@ -393,9 +406,8 @@ def implement(component, target, workdir, *, seed=1, freq=None, progress=_progre
         "times_s": {"yosys": round(yosys_seconds, 2)},
         "workdir": str(workdir),
     }
-    if harness:
-        result["harness"] = {"input_bits": top.input_bits, "output_bits": top.output_bits,
-                             "pins": 4}
+    if harness_info is not None:
+        result["harness"] = dict(harness_info)
     if blocks:
         hier, hier_seconds = synthesize_rtlil(rtlil_text, target, workdir / "hierarchy",
                                               progress=progress, hierarchy=True)

@@ -1,0 +1,285 @@
+"""Issue 8's targets, each measured beside its "today" in the same run (``bench/qor.py
+--part targets``).
+
+Every row names a target of the issue, the figure it asks for, the figure reached by today's
+qmac, the figure of qmac before the issue (the *baseline*: the tree at
+:data:`baseline.BASELINE_COMMIT`, rebuilt and run through the same tools and seeds, see
+``bench/baseline.py``) and their ratio. Fmax is nextpnr's, the median over the seeds, inside the
+fair-timing harness; area figures come from one Yosys run (per-block figures from the run that
+keeps the hierarchy).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import baseline
+from qmac.hw.config import LayerConfig
+from qmac.hw.engine import LayerEngine
+from qmac.hw.multiply import plan_multipliers
+from qmac.synth import (TARGETS, DoesNotFitError, SynthError, Target, _registered_mac16_bound,
+                        implement, implement_rtlil, place_and_route)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: nextpnr does not model the MULT18X18D's internal path in its registered modes: the DSP
+#: reference frequency of the efficiency ratio is capped there (performance note, section 1.2).
+ECP5_DSP_CAP_MHZ = 290.0
+
+
+class NoAbc9Target(Target):
+    """A target synthesized with ``-noabc9`` (Yosys's older ``abc`` LUT mapper)."""
+
+    @property
+    def synth_command(self):
+        return super().synth_command + " -noabc9"
+
+
+def example():
+    """The example layer: its configuration and ``(weights, M, B, S)``."""
+    cfg = LayerConfig.from_toml(ROOT / "examples/layer.toml")
+    requant = np.load(ROOT / "examples/requant.npz")
+    return cfg, (np.load(ROOT / "examples/weights.npy"), requant["M"], requant["B"],
+                 requant["S"])
+
+
+# -- jobs: one design on one part -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One design on one part. ``build(scratch, workdir)`` returns ``("component", component,
+    soft_blocks)`` for a design of today's qmac or ``("rtlil", text, harness_info)`` for a
+    baseline design."""
+
+    key: str
+    target: str
+    build: Callable = field(compare=False)
+    blocks: bool = False
+    place: bool = True
+
+
+def engine_job(key, target, cfg, parameters, *, blocks=False, place=True):
+    """Today's engine of ``cfg`` with the multiplier plan ``qmac synth`` makes for the part."""
+    def build(scratch, workdir):
+        part = TARGETS[target]
+        plan = plan_multipliers(cfg, family=part.family, dsp_budget=part.available["dsps"]) \
+            if cfg.mul_style == "auto" else plan_multipliers(cfg)
+        soft = [block for block, styles in
+                (("mac_array", [s for row in plan.mac for s in row]),
+                 ("requantizer", plan.requant)) if "lut" in styles]
+        return "component", LayerEngine(cfg, *parameters, mul_plan=plan), soft
+    return Job(key, target, build, blocks, place)
+
+
+def baseline_job(key, target, kind, cfg, parameters=None, *, blocks=False, place=True,
+                 **changes):
+    """The baseline's ``kind`` (``"engine"`` or ``"mac"``) of ``cfg`` with ``changes``."""
+    def build(scratch, workdir):
+        names = ("weights", "M", "B", "S")
+        text, info = baseline.rtlil(scratch, kind, baseline.old_config(cfg, **changes),
+                                    workdir, None if parameters is None else
+                                    dict(zip(names, parameters)), target=TARGETS[target])
+        return "rtlil", text, info
+    return Job(key, target, build, blocks, place)
+
+
+def run_job(job, seeds, scratch, log):
+    """Synthesize once, place and route with every seed. The result of ``implement`` with
+    ``fmax_seeds``, ``fmax_median`` (and on iCE40 with registered 8×8 SB_MAC16 pairs
+    ``fmax_bound_median``, the Fmax with the DSP's own delays); ``fits`` false with
+    ``problem`` when the design does not fit or a tool fails."""
+    workdir = Path(scratch) / job.key
+    target = TARGETS[job.target.removesuffix("+noabc9")]
+    if job.target.endswith("+noabc9"):
+        target = NoAbc9Target(**{f: getattr(target, f) for f in target.__dataclass_fields__})
+    quiet = lambda message: None   # noqa: E731
+    started = time.perf_counter()
+    kind, design, extra = job.build(scratch, workdir)
+    options = dict(seed=seeds[0], progress=quiet, blocks=job.blocks, place=job.place)
+    try:
+        if kind == "component":
+            result = implement(design, target, workdir, soft_blocks=extra, **options)
+        else:
+            result = implement_rtlil(design, target, workdir, harness_info=extra, **options)
+    except DoesNotFitError as error:
+        log(f"    does not fit: {error}")
+        return {**(error.result or {}), "fits": False, "problem": str(error)}
+    except SynthError as error:
+        if target.family != "ecp5" or "noabc9" in target.synth_command:
+            log(f"    failed: {str(error).splitlines()[0]}")
+            return {"fits": False, "problem": str(error).splitlines()[0], "failed": True}
+        # Yosys 0.70's abc9 fails on some ECP5 designs (see qmac.synth): once more with abc.
+        log("    Yosys failed with abc9; again with -noabc9")
+        result = run_job(Job(job.key + "-noabc9", job.target + "+noabc9", job.build,
+                             job.blocks, job.place), seeds, scratch, log)
+        result["noabc9"] = True
+        return result
+    if not job.place or result.get("fmax_mhz") is None:
+        return result
+    fmaxes = [result["fmax_mhz"]]
+    for seed in seeds[1:]:
+        report, _, _ = place_and_route(target, workdir, seed=seed, freq=target.default_freq,
+                                       progress=quiet)
+        fmaxes.append(min(entry["achieved"] for name, entry in report["fmax"].items()
+                          if "$PACKER_GND" not in name))
+    result["fmax_seeds"] = [round(f, 2) for f in fmaxes]
+    result["fmax_median"] = round(statistics.median(fmaxes), 2)
+    bounds = [_registered_mac16_bound(workdir / "netlist.json", f) for f in fmaxes] \
+        if target.family == "ice40" and result.get("dsps") else []
+    if bounds and all(bounds):
+        result["fmax_bound_median"] = round(statistics.median(b["fmax_mhz"] for b in bounds),
+                                            2)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+# -- rows: a target, its figure, reached against the baseline --------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: ``metric(results_of_reached)`` against
+    ``metric(results_of_today)``; met when ``check(reached_value)``."""
+
+    target: str
+    measure: str
+    goal: str
+    reached: tuple
+    today: tuple
+    metric: Callable
+    check: Callable
+    unit: str = ""
+
+
+def fmax(result):
+    return result.get("fmax_median")
+
+
+def fmax_bound(result):
+    return result.get("fmax_bound_median")
+
+
+def requant_share(result):
+    """The requantizer's own LUTs (hierarchy kept) over the engine's LUTs (its blocks; the
+    harness excluded)."""
+    blocks = result.get("blocks") or {}
+    engine = sum(blocks[b]["luts"] for b in ("mac_array", "requantizer", "memories_control")
+                 if b in blocks)
+    return blocks["requantizer"]["luts"] / engine if engine and "requantizer" in blocks \
+        else None
+
+
+def requant_dsps(result):
+    return (result.get("blocks") or {}).get("requantizer", {}).get("dsps")
+
+
+def fits(result):
+    return bool(result.get("fits"))
+
+
+def rows_and_jobs():
+    """The rows of the table and the jobs they need (each job measured once)."""
+    cfg, parameters = example()
+    dsp = dict(mul_style="dsp")
+    jobs = {}
+
+    def add(job):
+        jobs.setdefault(job.key, job)
+        return job.key
+
+    rows = []
+    for part in ("ice40-up5k", "ecp5-25k"):
+        reached = add(engine_job(f"example-{part}-area", part, cfg, parameters, blocks=True,
+                                 place=False))
+        today = add(baseline_job(f"base-example-{part}-area", part, "engine", cfg, parameters,
+                                 blocks=True, place=False, **dsp))
+        rows.append(Row("1", f"requantizer LUT share, example engine, {part}", "<= 20%",
+                        (reached,), (today,), lambda r: requant_share(r[0]),
+                        lambda v: v is not None and v <= 0.20, "%"))
+        rows.append(Row("1", f"requantizer DSPs, example engine, {part}", "<= 2",
+                        (reached,), (today,), lambda r: requant_dsps(r[0]),
+                        lambda v: v is not None and v <= 2))
+    up5k = add(engine_job("example-ice40-up5k", "ice40-up5k", cfg, parameters))
+    up5k_before = add(baseline_job("base-example-ice40-up5k", "ice40-up5k", "engine", cfg,
+                                   parameters, mul_style="auto"))
+    rows.append(Row("3", "example engine on ice40-up5k: fits", "yes", (up5k,), (up5k_before,),
+                    lambda r: fits(r[0]), bool))
+    rows.append(Row("3", "example engine on ice40-up5k, Fmax (nextpnr)", ">= 50 MHz",
+                    (up5k,), (up5k_before,), lambda r: fmax(r[0]),
+                    lambda v: v is not None and v >= 50, "MHz"))
+    rows.append(Row("3", "same, Fmax with SB_MAC16 delays (icestorm)", ">= 50 MHz",
+                    (up5k,), (up5k_before,), lambda r: fmax_bound(r[0]),
+                    lambda v: v is not None and v >= 50, "MHz"))
+    ecp5 = add(engine_job("example-ecp5-45k", "ecp5-45k", cfg, parameters))
+    ecp5_before = add(baseline_job("base-example-ecp5-45k", "ecp5-45k", "engine", cfg,
+                                   parameters, **dsp))
+    rows.append(Row("7", "example engine on ecp5-45k, Fmax", "higher", (ecp5,), (ecp5_before,),
+                    lambda r: fmax(r[0]), lambda v: v is not None, "MHz"))
+    return rows, jobs
+
+
+def run(seeds, scratch, log, *, only=None):
+    rows, jobs = rows_and_jobs()
+    if only:
+        rows = [row for row in rows if row.target in only]
+        needed = {key for row in rows for key in (*row.reached, *row.today)}
+        jobs = {key: job for key, job in jobs.items() if key in needed}
+    results = {}
+    for key, job in jobs.items():
+        log(f"  {key} on {job.target} ...")
+        results[key] = run_job(job, seeds, scratch, log)
+    return rows, results
+
+
+def format_value(value, unit):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if unit == "%":
+        return f"{100 * value:.1f}%"
+    if isinstance(value, float):
+        return f"{value:.1f}" + (f" {unit}" if unit else "")
+    return f"{value}" + (f" {unit}" if unit else "")
+
+
+def table(rows, results):
+    """``[(target, measure, goal, reached, today, ratio, met)]`` as strings."""
+    lines = []
+    for row in rows:
+        reached = row.metric([results[k] for k in row.reached])
+        today = row.metric([results[k] for k in row.today])
+        why = [results[k].get("problem") for k in row.today if results[k].get("problem")]
+        ratio = (f"{reached / today:.2f}" if isinstance(reached, (int, float)) and
+                 not isinstance(reached, bool) and today not in (None, 0) and
+                 not isinstance(today, bool) else "-")
+        today_text = format_value(today, row.unit)
+        if today is None and why:
+            today_text = "- (" + why[0].split(":")[-1].strip()[:40] + ")"
+        if any(results[k].get("noabc9") for k in row.today):
+            today_text += " (abc)"
+        reached_text = format_value(reached, row.unit)
+        if any(results[k].get("noabc9") for k in row.reached):
+            reached_text += " (abc)"
+        lines.append((row.target, row.measure, row.goal, reached_text, today_text, ratio,
+                      "met" if row.check(reached) else "NOT met"))
+    return lines
+
+
+def print_table(lines, seeds):
+    header = ("#", "measure", "goal", "reached", f"today ({baseline.BASELINE_COMMIT})",
+              "ratio", "")
+    widths = [max(len(str(h)), *(len(line[k]) for line in lines)) for k, h in
+              enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for line in lines:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
+    print(f"\nFmax: nextpnr, median over seeds {seeds}, fair-timing harness. Today: qmac at "
+          f"{baseline.BASELINE_COMMIT} (before issue 8), rebuilt and measured in this run. "
+          f"(abc): synthesized with -noabc9, because Yosys 0.70's abc9 failed on it.")
