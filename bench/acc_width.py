@@ -22,14 +22,17 @@ from qmac.accumulator import reachable_range
 from qmac.files import load_config
 from qmac.fold import fold_layer
 from qmac.hw.mac_array import MacArray
-from qmac.hw.multiply import plan_multipliers
+from qmac.hw.engine import LayerEngine
+from qmac.hw.multiply import plan_multipliers, plan_packed
 from qmac.solver import solve_layer
-from qmac.synth import TARGETS, implement, synthesize
+from qmac.synth import TARGETS, implement
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def four_bit_layer(acc_bits, mul_style="lut"):
+    if mul_style == "pack":
+        mul_style = "auto"
     """``(cfg, weights, M, B, S)``: the example layer at 4-bit operands and ``acc_bits``."""
     base = load_config(ROOT / "examples" / "layer.toml")
     f = np.load(ROOT / "examples" / "float_layer.npz")
@@ -51,6 +54,9 @@ def main(argv=None):
     parser.add_argument("--place", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", choices=["engine", "array"], default=None)
+    parser.add_argument("--mul-style", default="lut", choices=["lut", "auto", "pack"],
+                        help="MAC multipliers: all LUT (requantizer too), the part's 'auto' "
+                             "plan, or 'pack' (two products per DSP, requantizer in LUTs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = []
@@ -61,19 +67,23 @@ def main(argv=None):
             if args.only and design != args.only:
                 continue
             for acc_bits in args.acc_bits:
-                cfg, w, M, B, S = four_bit_layer(acc_bits)
+                cfg, w, M, B, S = four_bit_layer(acc_bits, args.mul_style)
+                if args.mul_style == "pack":
+                    plan = plan_packed(cfg, requant_style="lut")
+                elif args.mul_style == "auto":
+                    plan = plan_multipliers(cfg, family=target.family,
+                                            dsp_budget=target.available["dsps"])
+                else:
+                    plan = plan_multipliers(cfg)
+                dut = LayerEngine(cfg, w, M, B, S, mul_plan=plan) if design == "engine" else \
+                    MacArray(cfg, mul_plan=plan)
                 with tempfile.TemporaryDirectory() as tmp:
-                    if design == "engine":
-                        r = synthesize(cfg, target, tmp, weights=w, M=M, B=B, S=S,
-                                       seed=args.seed, place=args.place, progress=quiet,
-                                       allow_unfit=True)
-                    else:
-                        r = implement(MacArray(cfg, mul_plan=plan_multipliers(cfg)), target, tmp,
-                                      seed=args.seed, place=args.place, progress=quiet,
-                                      blocks=True, allow_unfit=True)
+                    r = implement(dut, target, tmp, seed=args.seed, place=args.place,
+                                  progress=quiet, blocks=True, allow_unfit=True)
                 blocks = {name: {k: b.get(k) for k in ("luts", "ffs", "carries", "dsps")}
                           for name, b in r.get("blocks", {}).items() if isinstance(b, dict)}
                 row = {"target": target_name, "design": design, "acc_bits": acc_bits,
+                       "mul_style": args.mul_style, "plan": plan.counts(),
                        "m_bits": cfg.m_bits, "b_bits": cfg.b_bits, "s_max": cfg.s_max,
                        **{k: r[k] for k in ("luts", "ffs", "carries", "dsps", "brams")},
                        "fmax_mhz": r.get("fmax_mhz"), "blocks": blocks}

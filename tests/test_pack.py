@@ -199,3 +199,24 @@ def test_pack_beside_other_styles():
         acc, overflow = golden.mac(dot_config(cfg, x), x[None, :], w)
         assert list(out.acc) == [int(v) for v in acc[0]]
         assert list(out.overflow) == [int(v) for v in overflow[0]]
+
+
+def test_pack_engine():
+    """A layer engine whose MAC array packs its products, against the golden model."""
+    from qmac.hw.engine import LayerEngine
+    from qmac.sim import beats
+    from vectors import engine_problem
+    cfg = LayerConfig(in_features=8, out_features=8, rows=4, cols=2, a_bits=4, w_bits=4,
+                      acc_bits=10, overflow="saturate", m_bits=16, b_bits=32, s_max=20)
+    batch = 4
+    x, w, M, B, S = engine_problem(cfg, 11, batch, "uniform")
+    dut = LayerEngine(cfg, w, M, B, S, mul_plan=plan_packed(cfg))
+    got = stream_test(dut, beats.engine_beats(cfg, x), batch * cfg.out_beats, seed=11,
+                      cycles=dut.cycles(batch))
+    expected = golden.layer(cfg, x, w, M, B, S)
+    for k, out in enumerate(got):
+        vector, fold = divmod(k, cfg.out_beats)
+        for r in range(cfg.rows):
+            c = fold * cfg.rows + r
+            assert (out.y[r], out.overflow[r]) == \
+                (int(expected.y[vector, c]), int(expected.overflow[vector, c])), (vector, c)
