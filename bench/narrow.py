@@ -2,7 +2,8 @@
 signed weights, ``acc_bits`` 16) with each multiplier style, synthesized and placed through the
 fair-timing harness, Fmax over several seeds.
 
-Styles: ``lut`` (radix-4 Booth in LUTs, :func:`qmac.hw.multiply.soft_product`), ``dsp`` (one
+Styles: ``lut`` (radix-4 Booth in LUTs, :func:`qmac.hw.multiply.soft_product`), ``booth`` (a
+plain ``*`` through Yosys's ``booth`` pass, no DSP mapping), ``dsp`` (one
 DSP block per product, Yosys's mapping), ``pack`` (products of one column sharing their
 activation, two per multiply: :mod:`qmac.hw.ecp5_pack`; one ``MULT18X18D`` on ECP5, one 16×16
 ``SB_MAC16`` on iCE40), ``dsp2`` (iCE40 only: two products per ``SB_MAC16`` in ``MODE_8x8``).
@@ -12,6 +13,7 @@ Run: ``python bench/narrow.py [--targets ecp5-25k ice40-up5k] [--seeds 1 2 3] [-
 """
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -20,10 +22,24 @@ import tempfile
 from qmac.hw.config import LayerConfig
 from qmac.hw.mac_array import MacArray
 from qmac.hw.multiply import plan_multipliers, plan_packed
-from qmac.synth import TARGETS, implement
+from qmac.synth import TARGETS, Target, implement
 
 
-STYLES = {"ecp5": ("lut", "dsp", "pack"), "ice40": ("lut", "dsp2", "pack")}
+STYLES = {"ecp5": ("lut", "booth", "dsp", "pack"), "ice40": ("lut", "booth", "dsp2", "pack")}
+
+
+class BoothTarget(Target):
+    """``target`` synthesized with Yosys's ``booth`` pass and no DSP mapping: the plain ``*``
+    products become Booth multipliers in LUTs (style ``booth`` of this benchmark)."""
+
+    @property
+    def synth_command(self):
+        family = "synth_ice40" if self.family == "ice40" else "synth_ecp5 -nodsp"
+        return f"proc; opt; booth; {family}"
+
+
+def booth_target(target):
+    return BoothTarget(**{f.name: getattr(target, f.name) for f in dataclasses.fields(target)})
 
 
 def array_config(bits=4, acc_bits=16, a_signed=False):
@@ -36,6 +52,8 @@ def array(cfg, style, family):
     """The MAC array of ``cfg`` with every product in ``style`` (requantizer lanes unused)."""
     if style == "pack":
         plan = plan_packed(cfg, requant_style="lut")
+    elif style == "booth":
+        plan = plan_multipliers(cfg.replace(mul_style="dsp"))
     elif style == "dsp2":
         plan = plan_multipliers(cfg.replace(mul_style="auto"), family=family, dsp_budget=1000)
         assert plan.counts().get("mac_dsp2") == cfg.rows * cfg.cols, plan
@@ -65,7 +83,9 @@ def main(argv=None):
             runs = []
             for seed in args.seeds:
                 with tempfile.TemporaryDirectory() as tmp:
-                    r = implement(array(cfg, style, target.family), target, tmp, seed=seed,
+                    r = implement(array(cfg, style, target.family),
+                                  booth_target(target) if style == "booth" else target, tmp,
+                                  seed=seed,
                                   progress=quiet, allow_unfit=True)
                 runs.append(r)
                 print(json.dumps({"target": target_name, "style": style, "seed": seed,

@@ -172,12 +172,14 @@ class PackedProducts(wiring.Component):
     en : In(1)
         Enable of the product registers.
     p : Out(data.ArrayLayout(signed(field_bits(a_bits, a_signed, w_bits)), count))
-        The products, registered.
+        The products: registered, or (with :attr:`late_borrow`) a registered field plus its
+        registered borrow bit.
 
     Timing: one register stage; ``p`` holds ``x·w_i`` of the operands present in the cycle
     before the last one with ``en`` high. The path to that register runs through the weight
-    decrement, the multiply (one ``MULT18X18D`` on ECP5, combinational as Yosys maps it) and a
-    ``k``-bit increment.
+    decrement and the multiply (one ``MULT18X18D`` on ECP5, combinational as Yosys maps it),
+    and, without :attr:`late_borrow`, a ``k``-bit increment; with it, the increment follows the
+    register (into the adder tree's first level).
 
     Raises
     ------
@@ -202,6 +204,16 @@ class PackedProducts(wiring.Component):
         self.k = pack_field(a_bits, a_signed, w_bits, count)
         #: Bits of one product (the width of each ``p``).
         self.product_bits = field_bits(a_bits, a_signed, w_bits)
+        lo, _ = product_range(a_bits, a_signed, w_bits)
+        #: Whether the borrow of each field is added after the product register (off the
+        #: multiply's path): the field read as a signed ``read_bits``-bit number plus its borrow
+        #: bit is then the product itself, not only modulo ``2^read_bits``. It is when the
+        #: field has a guard bit (``read_bits = product_bits + 1``) or no product reaches
+        #: ``-2^(product_bits-1)`` (then the sum stays inside ``[-2^(r-1), 2^(r-1)]`` and
+        #: differs from the product by a multiple of ``2^r``: by 0).
+        self.late_borrow = self.k > self.product_bits or lo > -(1 << (self.product_bits - 1))
+        #: Bits of each field that are registered.
+        self.read_bits = min(self.k, self.product_bits + 1)
         super().__init__({
             "x": In(signed(a_bits) if a_signed else unsigned(a_bits)),
             "w": In(data.ArrayLayout(signed(w_bits), count)),
@@ -230,7 +242,20 @@ class PackedProducts(wiring.Component):
                       name="full_product")
         m.d.comb += full.eq(self.x * packed)
         for i in range(count):
-            value = full[i * k:i * k + k] + (full[i * k - 1] if i else 0)
-            with m.If(self.en):
-                m.d.sync += self.p[i].eq(value[:self.product_bits].as_signed())
+            borrow_in = full[i * k - 1] if i else 0
+            if self.late_borrow:
+                # Register the field and its borrow; add them after the register, where the
+                # adder tree follows (the sum is exact: see `late_borrow`).
+                raw = Signal(signed(self.read_bits), name=f"raw_{i}")
+                borrow_reg = Signal(name=f"borrow_{i}")
+                with m.If(self.en):
+                    m.d.sync += [raw.eq(full[i * k:i * k + self.read_bits].as_signed()),
+                                 borrow_reg.eq(borrow_in)]
+                m.d.comb += self.p[i].eq(raw + borrow_reg)
+            else:
+                value = full[i * k:i * k + k] + borrow_in
+                product = Signal(signed(self.product_bits), name=f"product_{i}")
+                with m.If(self.en):
+                    m.d.sync += product.eq(value[:self.product_bits].as_signed())
+                m.d.comb += self.p[i].eq(product)
         return m

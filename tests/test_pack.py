@@ -108,13 +108,17 @@ def simulate_block(block, cases):
     return got
 
 
-@pytest.mark.parametrize("a_bits, a_signed, w_bits", [(4, False, 4), (4, True, 4),
-                                                      (2, False, 2), (2, True, 2)], ids=str)
-def test_packed_block_exhaustive(a_bits, a_signed, w_bits):
+@pytest.mark.parametrize("a_bits, a_signed, w_bits, count, late",
+                         [(4, False, 4, 2, True), (4, True, 4, 2, True), (2, False, 2, 4, True),
+                          (2, True, 2, 4, True), (1, False, 4, 3, True), (1, False, 4, 2, False),
+                          (3, True, 3, 3, True)], ids=str)
+def test_packed_block_exhaustive(a_bits, a_signed, w_bits, count, late):
     """The hardware block, every operand value: 4-bit pairs (4096 cases), 2-bit groups of
-    four (1024 cases)."""
-    count = pack_count(a_bits, a_signed, w_bits)
+    four (1024 cases), ...; the borrow added after the register where that is exact
+    (``late``), before it where not (a product reaches ``-2^(k-1)`` in a field without a guard
+    bit: ``1·-8`` of a 1-bit activation, in a pair)."""
     block = PackedProducts(a_bits=a_bits, a_signed=a_signed, w_bits=w_bits, count=count)
+    assert block.late_borrow == late
     cases = [(x, weights)
              for weights in itertools.product(operand_values(w_bits, True), repeat=count)
              for x in operand_values(a_bits, a_signed)]
