@@ -25,7 +25,7 @@ from qmac.hw.mac_array import MacArray
 from qmac.hw.engine import LayerEngine
 from qmac.hw.multiply import plan_multipliers, plan_packed
 from qmac.solver import solve_layer
-from qmac.synth import TARGETS, implement
+from qmac.synth import TARGETS, SynthError, implement
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,8 +78,18 @@ def main(argv=None):
                 dut = LayerEngine(cfg, w, M, B, S, mul_plan=plan) if design == "engine" else \
                     MacArray(cfg, mul_plan=plan)
                 with tempfile.TemporaryDirectory() as tmp:
-                    r = implement(dut, target, tmp, seed=args.seed, place=args.place,
-                                  progress=quiet, blocks=True, allow_unfit=True)
+                    try:
+                        r = implement(dut, target, tmp, seed=args.seed, place=args.place,
+                                      progress=quiet, blocks=True, allow_unfit=True)
+                    except SynthError as error:
+                        # Yosys 0.70's hierarchy-kept synth_ecp5 can fail an assertion where
+                        # the flat synthesis does not: report the flat figures alone.
+                        print(f"# per-block synthesis failed: {str(error).splitlines()[-1]}",
+                              flush=True)
+                        dut = LayerEngine(cfg, w, M, B, S, mul_plan=plan) \
+                            if design == "engine" else MacArray(cfg, mul_plan=plan)
+                        r = implement(dut, target, tmp + "/flat", seed=args.seed,
+                                      place=args.place, progress=quiet, allow_unfit=True)
                 blocks = {name: {k: b.get(k) for k in ("luts", "ffs", "carries", "dsps")}
                           for name, b in r.get("blocks", {}).items() if isinstance(b, dict)}
                 row = {"target": target_name, "design": design, "acc_bits": acc_bits,

@@ -13,8 +13,8 @@ Yosys does not infer. :class:`~qmac.hw.mac_array.MacArray` pairs them (:meth:`Mu
 gives them two register stages instead of one.
 
 A fourth, ``"pack"``, also for MAC products only: the products of one column share their
-activation, so ``n`` of them (:func:`~qmac.hw.ecp5_pack.pack_count`: 2 for 4-bit operands, 4
-for 2-bit ones) share one multiply ``x·Σ w_i·2^(i·k)``, one ECP5 ``MULT18X18D``
+activation, so ``n`` of them (:func:`pack_size`: 2 for 4-bit operands, 5 for 2-bit ones, at
+most ``rows``) share one multiply ``x·A``, ``A`` the weights side by side, one ECP5 ``MULT18X18D``
 (:class:`~qmac.hw.ecp5_pack.PackedProducts`), with the same single register stage as ``"dsp"``
 and ``"lut"`` products. :func:`plan_packed` makes such a plan.
 """

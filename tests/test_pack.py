@@ -27,8 +27,8 @@ def operand_values(bits, is_signed):
 
 
 #: (a_bits, a_signed, w_bits, products per 18x18 multiply), counted by hand.
-OPERANDS = [(4, False, 4, 2), (4, True, 4, 2), (3, True, 3, 3), (2, False, 2, 4),
-            (2, True, 2, 4), (8, True, 8, 1), (1, False, 4, 3)]
+OPERANDS = [(4, False, 4, 2), (4, True, 4, 2), (3, True, 3, 3), (2, False, 2, 5),
+            (2, True, 2, 5), (8, True, 8, 1), (1, False, 4, 3)]
 
 
 @pytest.mark.parametrize("a_bits, a_signed, w_bits, expected", OPERANDS,
@@ -48,37 +48,40 @@ def test_field_bits_is_the_accumulator_bound(a_bits, a_signed, w_bits, expected)
                                                       (1, False, 4)], ids=str)
 def test_packing_exact_for_every_operand(a_bits, a_signed, w_bits):
     """Every activation and every tuple of weights (4-bit pairs: 2^12 cases; 2-bit groups of
-    four: 2^10): the packed operand is exact and fits the multiplier port, and unpacking
-    ``x·A`` gives every ``x·w_i``."""
+    five: 2^12): the packed operand is what the hardware builds and fits the multiplier port,
+    and unpacking ``x·A`` gives every ``x·w_i``."""
     count = pack_count(a_bits, a_signed, w_bits)
     k = pack_field(a_bits, a_signed, w_bits, count)
     assert k == field_bits(a_bits, a_signed, w_bits) + (a_bits == 1)   # a guard bit for 1 bit
     cases = 0
     for weights in itertools.product(operand_values(w_bits, True), repeat=count):
-        A, digits = pack_weights(weights, k)
-        assert A == sum(w << (i * k) for i, w in enumerate(weights))
+        A, signs = pack_weights(weights, k)
+        assert signs == [int(w < 0) for w in weights]
+        assert A == sum((w + (signs[i - 1] if i else 0)) << (i * k)
+                        for i, w in enumerate(weights))
         assert -(1 << (MULT_BITS - 1)) <= A < 1 << (MULT_BITS - 1)
-        assert all(0 <= d < 1 << k for d in digits[:-1])
         for x in operand_values(a_bits, a_signed):
-            assert unpack(x * A, count, k) == [x * w for w in weights], (x, weights)
+            assert unpack(x * A, x, signs, k) == [x * w for w in weights], (x, weights)
             cases += 1
     assert cases == len(operand_values(a_bits, a_signed)) * (1 << (w_bits * count))
 
 
 def test_one_more_product_does_not_fit():
     """The count is the largest: with one product more, every field width either overflows
-    the 18-bit port or unpacks some extreme operands wrongly (e.g. a 1-bit activation, four
-    weights of -8, 4-bit fields: the borrow into the third field is misread)."""
+    the 18-bit port or unpacks some extreme operands wrongly (e.g. a 1-bit activation and four
+    4-bit weights: a 4-bit field cannot hold ``x·(w + 1) = 8``, and 5-bit fields need 19 bits
+    of port)."""
     for a_bits, a_signed, w_bits, count in OPERANDS:
         x_values = operand_values(a_bits, a_signed)
         w_extremes = (-(1 << (w_bits - 1)), (1 << (w_bits - 1)) - 1)
         for k in range(field_bits(a_bits, a_signed, w_bits), MULT_BITS + 1):
-            packed = [(weights, pack_weights(weights, k)[0])
+            packed = [(weights, *pack_weights(weights, k))
                       for weights in itertools.product(w_extremes, repeat=count + 1)]
-            if signed_width(min(A for _, A in packed), max(A for _, A in packed)) > MULT_BITS:
+            if signed_width(min(A for _, A, _ in packed),
+                            max(A for _, A, _ in packed)) > MULT_BITS:
                 continue
-            assert any(unpack(x * A, count + 1, k) != [x * w for w in weights]
-                       for weights, A in packed for x in (x_values[0], x_values[-1])), \
+            assert any(unpack(x * A, x, signs, k) != [x * w for w in weights]
+                       for weights, A, signs in packed for x in (x_values[0], x_values[-1])), \
                 (a_bits, a_signed, w_bits, k)
         assert pack_field(a_bits, a_signed, w_bits, count + 1) is None
 
@@ -109,14 +112,14 @@ def simulate_block(block, cases):
 
 
 @pytest.mark.parametrize("a_bits, a_signed, w_bits, count, late",
-                         [(4, False, 4, 2, True), (4, True, 4, 2, True), (2, False, 2, 4, True),
-                          (2, True, 2, 4, True), (1, False, 4, 3, True), (1, False, 4, 2, False),
+                         [(4, False, 4, 2, True), (4, True, 4, 2, True), (2, False, 2, 5, True),
+                          (2, True, 2, 5, True), (1, False, 4, 3, True), (1, False, 4, 1, False),
                           (3, True, 3, 3, True)], ids=str)
 def test_packed_block_exhaustive(a_bits, a_signed, w_bits, count, late):
     """The hardware block, every operand value: 4-bit pairs (4096 cases), 2-bit groups of
-    four (1024 cases), ...; the borrow added after the register where that is exact
-    (``late``), before it where not (a product reaches ``-2^(k-1)`` in a field without a guard
-    bit: ``1·-8`` of a 1-bit activation, in a pair)."""
+    five (4096 cases), ...; the borrow added after the register where that is exact
+    (``late``), before it where not (a content reaches ``-2^(k-1)`` in a field without a guard
+    bit: ``1·-8`` of a 1-bit activation, alone)."""
     block = PackedProducts(a_bits=a_bits, a_signed=a_signed, w_bits=w_bits, count=count)
     assert block.late_borrow == late
     cases = [(x, weights)
@@ -163,6 +166,8 @@ PACK_CONFIGS = [
                 acc_bits=6, a_signed=True, overflow="saturate"),
     LayerConfig(rows=5, cols=2, in_features=8, out_features=10, a_bits=3, w_bits=3,
                 acc_bits=12, overflow="wrap"),
+    LayerConfig(rows=6, cols=2, in_features=8, out_features=12, a_bits=2, w_bits=2,
+                acc_bits=7, overflow="wrap"),
 ]
 
 
