@@ -93,7 +93,8 @@ def main(argv=None):
                                                            "fmax_mhz", "fmax_dsp_bound_mhz",
                                                            "logic_cells")},
                                   "critical": (r.get("critical_path") or {}).get("kind"),
-                                  "path": {k: (r.get("critical_path") or {}).get(k) for k in ("start", "end", "delay_ns", "routing_ns")}}),
+                                  "path": {k: (r.get("critical_path") or {}).get(k)
+                                           for k in ("start", "end", "delay_ns", "routing_ns")}}),
                       flush=True)
             fmax = statistics.median(r["fmax_mhz"] for r in runs)
             first = runs[0]

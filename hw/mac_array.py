@@ -43,6 +43,8 @@ class MacArray(wiring.Component):
     per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
     products take two register stages (the block's input and product registers); the other
     products of the array then register their operands first too, so that all stay aligned.
+    Products of style ``"pack"`` (a column's rows sharing one multiply,
+    :class:`~qmac.hw.ecp5_pack.PackedProducts`) keep the single product stage.
 
     Parameters
     ----------

@@ -196,6 +196,8 @@ class MulPlan:
                 raise ValueError(f"'dsp2' MAC products exist only on "
                                  f"{', '.join(map(repr, PACKED_FAMILIES))}, not on family "
                                  f"{self.family!r}")
+        if "mac_pack" in self.counts() and self.packed:
+            raise ValueError("a multiplier plan cannot mix 'pack' and 'dsp2' MAC products")
         if "mac_pack" in self.counts() and pack_size(cfg) < 2:
             raise ValueError(f"'pack' MAC products need at least two products per "
                              f"{MULT_BITS}x{MULT_BITS} multiply; a_bits={cfg.a_bits}, "

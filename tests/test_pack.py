@@ -152,6 +152,8 @@ def test_plan_rejects_bad_pack():
         plan_packed(cfg.replace(a_bits=8, w_bits=8, acc_bits=20))
     with pytest.raises(ValueError, match="fit 1"):
         plan_packed(cfg.replace(rows=1, out_features=1))
+    with pytest.raises(ValueError, match="cannot mix 'pack' and 'dsp2' MAC products"):
+        MulPlan(mac=(("pack", "dsp2"),) * 2, requant=("lut", "lut")).check(cfg)
     with pytest.raises(ValueError, match="requant_style must be 'dsp', 'lut' or None, not 'x'"):
         plan_packed(cfg, requant_style="x")
 
