@@ -10,6 +10,22 @@ activation, two per multiply: :mod:`qmac.hw.ecp5_pack`; one ``MULT18X18D`` on EC
 
 Run: ``python bench/narrow.py [--targets ecp5-25k ice40-up5k] [--seeds 1 2 3] [--bits 4]
 [--json OUT]``.
+
+Measured 2026-11-26 (Yosys 0.70, nextpnr 0.11.1, YoWASP; seeds 1, 2, 3; counts include the
+fair-timing harness, 27 LUT / 211 FF; ECP5 LUT = LUT4 cells, CCU2C counted apart)::
+
+    target      style  bits  LUT  carry   FF DSP  Fmax MHz (median)  MMAC/s  /DSP
+    ecp5-25k    lut       4  690    160  529   0  184.2                2948     -
+    ecp5-25k    booth     4  626    160  529   0  164.4                2630     -
+    ecp5-25k    dsp       4   98     96  529  16  133.5                2135   133
+    ecp5-25k    pack      4  194    128  553   8  139.1                2225   278
+    ice40-up5k  lut       4  700    260  529   0   62.1                 994     -
+    ice40-up5k  booth     4  748    244  529   0   59.1                 946     -
+    ice40-up5k  dsp2      4  220    164  404   8   68.8 (DSP bound 58.6) 1102  138
+    ice40-up5k  pack      4  372    220  553   8   56.7 (SB_MAC16 unregistered, not timed)
+    ecp5-25k    lut       2  162     72  377   0  222.2                3555     -
+    ecp5-25k    dsp       2   98     72  377  16  135.6                2169   136
+    ecp5-25k    pack      2  290     72  397   4  138.1                2209   552
 """
 
 import argparse
