@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .ecp5_pack import PackedProducts
 from .ice40_mac import DualProduct8x8
 from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
@@ -42,6 +43,8 @@ class MacArray(wiring.Component):
     per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
     products take two register stages (the block's input and product registers); the other
     products of the array then register their operands first too, so that all stay aligned.
+    Products of style ``"pack"`` (a column's rows sharing one multiply,
+    :class:`~qmac.hw.ecp5_pack.PackedProducts`) keep the single product stage.
 
     Parameters
     ----------
@@ -116,9 +119,11 @@ class MacArray(wiring.Component):
                                        first=self.i.p.first, last=self.i.p.last)
             valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
         else:
-            products = {}
+            products = self._pack_products(m, en, exact_product_bits)
             for r in range(cfg.rows):
                 for c in range(cfg.cols):
+                    if (r, c) in products:
+                        continue
                     product_reg = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
                     with m.If(en):
                         m.d.sync += product_reg.eq(
@@ -195,6 +200,26 @@ class MacArray(wiring.Component):
             m.d.sync += self.o.valid.eq(valid & last)
 
         return m
+
+    def _pack_products(self, m, en, exact_product_bits):
+        """The ``"pack"`` products: each group of :meth:`MulPlan.pack_groups` (rows of one
+        column) in one :class:`PackedProducts` block, one register stage like the other styles.
+        Returns ``{(r, c): product}``."""
+        cfg = self.cfg
+        products = {}
+        if "mac_pack" not in self.mul_plan.counts():
+            return products
+        for k, group in enumerate(self.mul_plan.pack_groups(cfg)):
+            block = PackedProducts(a_bits=cfg.a_bits, a_signed=cfg.a_signed, w_bits=cfg.w_bits,
+                                   count=len(group))
+            m.submodules[f"pack_{k}"] = block
+            m.d.comb += [block.en.eq(en), block.x.eq(self.i.p.x[group[0][1]])]
+            for i, (r, c) in enumerate(group):
+                node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
+                m.d.comb += [block.w[i].eq(self.i.p.w[r][c]),
+                             node.eq(block.p[i][:exact_product_bits].as_signed())]
+                products[r, c] = node
+        return products
 
     def _packed_products(self, m, en, exact_product_bits):
         """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of

@@ -11,6 +11,12 @@ A third style, ``"dsp2"``, exists for MAC products only: two products of at most
 one iCE40 ``SB_MAC16`` in its ``MODE_8x8`` (:class:`~qmac.hw.ice40_mac.DualProduct8x8`), which
 Yosys does not infer. :class:`~qmac.hw.mac_array.MacArray` pairs them (:meth:`MulPlan.pairs`) and
 gives them two register stages instead of one.
+
+A fourth, ``"pack"``, also for MAC products only: the products of one column share their
+activation, so ``n`` of them (:func:`pack_size`: 2 for 4-bit operands, 5 for 2-bit ones, at
+most ``rows``) share one multiply ``x·A``, ``A`` the weights side by side, one ECP5 ``MULT18X18D``
+(:class:`~qmac.hw.ecp5_pack.PackedProducts`), with the same single register stage as ``"dsp"``
+and ``"lut"`` products. :func:`plan_packed` makes such a plan.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Value
 
+from .ecp5_pack import MULT_BITS, pack_count
 
-__all__ = ["MulPlan", "plan_multipliers", "dsp_cost", "product", "soft_product",
+
+__all__ = ["MulPlan", "plan_multipliers", "plan_packed", "dsp_cost", "product", "soft_product",
            "AUTO_DSP_MIN_BITS", "FAMILIES", "PACKED_FAMILIES", "packs_8x8"]
 
 
@@ -108,14 +116,14 @@ class MulPlan:
 
     def __post_init__(self):
         for style in [s for row in self.mac for s in row]:
-            if style not in ("dsp", "lut", "dsp2"):
+            if style not in ("dsp", "lut", "dsp2", "pack"):
                 raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r} "
-                                 f"('dsp2' is also allowed for MAC products)")
+                                 f"('dsp2' and 'pack' are also allowed for MAC products)")
         for style in self.requant:
             if style not in ("dsp", "lut"):
                 raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r}"
-                                 + (" (a requantizer lane cannot be 'dsp2')"
-                                    if style == "dsp2" else ""))
+                                 + (f" (a requantizer lane cannot be {style!r})"
+                                    if style in ("dsp2", "pack") else ""))
         if self.family is not None and self.family not in FAMILIES:
             raise ValueError(f"family must be None or one of "
                              f"{', '.join(map(repr, FAMILIES))}, not {self.family!r}")
@@ -139,6 +147,18 @@ class MulPlan:
                      for r in range(len(self.mac)) if self.mac[r][c] == "dsp2"]
         return [tuple(positions[k:k + 2]) for k in range(0, len(positions), 2)]
 
+    def pack_groups(self, cfg):
+        """The ``"pack"`` MAC products grouped by the multiply they share: per column (one
+        activation), consecutive rows in groups of at most :func:`pack_size` of ``cfg``; a list
+        of tuples of ``(row, col)``."""
+        size = pack_size(cfg)
+        groups = []
+        for c in range(len(self.mac[0]) if self.mac else 0):
+            rows = [r for r in range(len(self.mac)) if self.mac[r][c] == "pack"]
+            groups += [tuple((r, c) for r in rows[k:k + size])
+                       for k in range(0, len(rows), size)]
+        return groups
+
     def counts(self):
         """``{"mac_dsp", "mac_lut", "requant_dsp", "requant_lut"}``: multipliers per style, and
         ``"mac_dsp2"`` (products packed two per DSP block) when there are any."""
@@ -148,14 +168,17 @@ class MulPlan:
                   "requant_lut": list(self.requant).count("lut")}
         if "dsp2" in flat:
             counts["mac_dsp2"] = flat.count("dsp2")
+        if "pack" in flat:
+            counts["mac_pack"] = flat.count("pack")
         return counts
 
     def dsp_estimate(self, cfg, family):
         """DSP blocks this plan asks of ``family`` (Yosys's mapping rules, estimated; one block
-        per pair of ``"dsp2"`` products)."""
+        per pair of ``"dsp2"`` products and per group of ``"pack"`` products)."""
         counts = self.counts()
         return (counts["mac_dsp"] * dsp_cost(*mac_operands(cfg), family)
                 + len(self.pairs())
+                + (len(self.pack_groups(cfg)) if "mac_pack" in counts else 0)
                 + counts["requant_dsp"] * dsp_cost(*requant_operands(cfg), family))
 
     def check(self, cfg):
@@ -173,7 +196,38 @@ class MulPlan:
                 raise ValueError(f"'dsp2' MAC products exist only on "
                                  f"{', '.join(map(repr, PACKED_FAMILIES))}, not on family "
                                  f"{self.family!r}")
+        if "mac_pack" in self.counts() and self.packed:
+            raise ValueError("a multiplier plan cannot mix 'pack' and 'dsp2' MAC products")
+        if "mac_pack" in self.counts() and pack_size(cfg) < 2:
+            raise ValueError(f"'pack' MAC products need at least two products per "
+                             f"{MULT_BITS}x{MULT_BITS} multiply; a_bits={cfg.a_bits}, "
+                             f"a_signed={cfg.a_signed}, w_bits={cfg.w_bits} fit "
+                             f"{pack_size(cfg)}")
         return self
+
+
+def pack_size(cfg):
+    """Products sharing one activation that fit one ECP5 ``MULT18X18D`` (style ``"pack"``),
+    at most ``cfg.rows``: :func:`~qmac.hw.ecp5_pack.pack_count` of the MAC operands."""
+    return min(cfg.rows, pack_count(cfg.a_bits, cfg.a_signed, cfg.w_bits))
+
+
+def plan_packed(cfg, *, requant_style=None):
+    """The plan with every MAC product ``"pack"`` (:func:`pack_size` per ``MULT18X18D``) and
+    every requantizer lane ``requant_style`` (default: the ``"auto"`` style without a target
+    part, a DSP for the usual widths).
+
+    Raises
+    ------
+    ValueError
+        Fewer than two products of ``cfg`` fit one multiply, or ``requant_style`` is not
+        ``"dsp"``, ``"lut"`` or ``None``.
+    """
+    if requant_style is None:
+        requant_style = _auto_style(*requant_operands(cfg))
+    if requant_style not in ("dsp", "lut"):
+        raise ValueError(f"requant_style must be 'dsp', 'lut' or None, not {requant_style!r}")
+    return _uniform(cfg, "pack", requant_style).check(cfg)
 
 
 def _uniform(cfg, mac_style, requant_style):
