@@ -12,7 +12,7 @@ engine's ``auto`` plan against the part's DSPs), so the MAC arrays are identical
 difference is the requantizer and its parameter memory. Every design sits in the fair-timing
 harness; Fmax is nextpnr's, one seed. A design that does not fit is reported with its Yosys figures.
 
-Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP and Fmax and the
+Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP, BRAM and Fmax and the
 requantizer block's own LUT, FF and DSP and the parameter memory and control's LUTs
 (hierarchical synthesis), for both styles.
 """
@@ -33,7 +33,7 @@ from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
 from qmac.hw.multiply import plan_multipliers
 from qmac.solver import solve_layer
-from qmac.synth import TARGETS, Target, implement
+from qmac.synth import TARGETS, SynthError, Target, implement
 from qmac.thresholds import layer_thresholds
 
 
@@ -105,7 +105,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = []
     header = (f"{'target':<11} {'out':>3} {'style':<9} {'LUT':>6} {'carry':>5} {'FF':>6} "
-              f"{'DSP':>3} "
+              f"{'DSP':>3} {'BRAM':>4} "
               f"{'Fmax':>6} {'lat':>3} | {'rq LUT':>6} {'rq FF':>6} {'rq DSP':>6} "
               f"{'mem LUT':>7} {'fits':>4}")
     print(header)
@@ -117,13 +117,23 @@ def main(argv=None):
             cfg, w, requant, table = layer(out_bits)
             for style in args.styles:
                 with tempfile.TemporaryDirectory(prefix=f"rq-{style}-") as folder:
-                    r = measure(cfg, w, requant, table, target, style, args.seed,
-                                Path(folder))
+                    try:
+                        r = measure(cfg, w, requant, table, target, style, args.seed,
+                                    Path(folder))
+                    except SynthError as error:
+                        first = str(error).splitlines()[0]
+                        print(f"{target_name:<11} {out_bits:>3} {style:<9} failed: {first}",
+                              flush=True)
+                        rows.append({"target": target_name, "out_bits": out_bits,
+                                     "style": style, "error": str(error),
+                                     "noabc9": target_name in args.noabc9})
+                        continue
                 blocks = r.get("blocks", {})
                 rq = blocks.get("requantizer", {})
                 mem = blocks.get("memories_control", {})
                 row = {"target": target_name, "out_bits": out_bits, "style": style,
                        "luts": r["luts"], "ffs": r["ffs"], "dsps": r["dsps"],
+                       "brams": r["brams"],
                        "carries": r["carries"], "fmax_mhz": r["fmax_mhz"],
                        "latency": r["latency"], "fits": r["fits"],
                        "rq_luts": rq.get("luts"), "rq_ffs": rq.get("ffs"),
@@ -133,7 +143,8 @@ def main(argv=None):
                 rows.append(row)
                 fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.1f}"
                 print(f"{target_name:<11} {out_bits:>3} {style:<9} {row['luts']:>6} "
-                      f"{row['carries']:>5} {row['ffs']:>6} {row['dsps']:>3} {fmax:>6} "
+                      f"{row['carries']:>5} {row['ffs']:>6} {row['dsps']:>3} {row['brams']:>4} "
+                      f"{fmax:>6} "
                       f"{row['latency']:>3} | "
                       f"{row['rq_luts']!s:>6} {row['rq_ffs']!s:>6} {row['rq_dsps']!s:>6} "
                       f"{row['mem_luts']!s:>7} {'yes' if row['fits'] else 'no':>4}"
