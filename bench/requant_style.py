@@ -12,7 +12,8 @@ engine's ``auto`` plan against the part's DSPs), so the MAC arrays are identical
 difference is the requantizer and its parameter memory. Every design sits in the fair-timing
 harness; Fmax is nextpnr's, one seed. A design that does not fit is reported with its Yosys figures.
 
-Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP, BRAM and Fmax and the
+Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP, BRAM, iCE40 logic
+cells (LUT, carry and FF packed, nextpnr's count) and Fmax and the
 requantizer block's own LUT, FF and DSP and the parameter memory and control's LUTs
 (hierarchical synthesis), for both styles.
 """
@@ -105,7 +106,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = []
     header = (f"{'target':<11} {'out':>3} {'style':<9} {'LUT':>6} {'carry':>5} {'FF':>6} "
-              f"{'DSP':>3} {'BRAM':>4} "
+              f"{'DSP':>3} {'BRAM':>4} {'LC':>5} "
               f"{'Fmax':>6} {'lat':>3} | {'rq LUT':>6} {'rq FF':>6} {'rq DSP':>6} "
               f"{'mem LUT':>7} {'fits':>4}")
     print(header)
@@ -133,7 +134,7 @@ def main(argv=None):
                 mem = blocks.get("memories_control", {})
                 row = {"target": target_name, "out_bits": out_bits, "style": style,
                        "luts": r["luts"], "ffs": r["ffs"], "dsps": r["dsps"],
-                       "brams": r["brams"],
+                       "brams": r["brams"], "logic_cells": r.get("logic_cells"),
                        "carries": r["carries"], "fmax_mhz": r["fmax_mhz"],
                        "latency": r["latency"], "fits": r["fits"],
                        "rq_luts": rq.get("luts"), "rq_ffs": rq.get("ffs"),
@@ -144,6 +145,7 @@ def main(argv=None):
                 fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.1f}"
                 print(f"{target_name:<11} {out_bits:>3} {style:<9} {row['luts']:>6} "
                       f"{row['carries']:>5} {row['ffs']:>6} {row['dsps']:>3} {row['brams']:>4} "
+                      f"{row['logic_cells']!s:>5} "
                       f"{fmax:>6} "
                       f"{row['latency']:>3} | "
                       f"{row['rq_luts']!s:>6} {row['rq_ffs']!s:>6} {row['rq_dsps']!s:>6} "

@@ -747,7 +747,7 @@ def format_report(result):
 
 def synth(args):
     """``qmac synth``."""
-    from .files import (check_output_file, load_config, load_requant, load_weights,
+    from .files import (check_output_file, load_config, load_weights,
                         prepare_build_dir)
     if args.target not in TARGETS:
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, not {args.target!r}")

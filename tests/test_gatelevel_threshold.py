@@ -78,6 +78,9 @@ def test_gate_level_threshold_ice40(tmp_path):
     assert cells.get("SB_LUT4", 0) > 0
 
 
+# About 1 to 3 minutes per build (Verilator compiles the whole netlist): the ECP5 run is in the
+# slow set, the iCE40 runs in the fast set.
+@pytest.mark.slow
 def test_gate_level_threshold_ecp5(tmp_path):
     cells, _ = check_gate_level(CFG, "ecp5-25k", tmp_path, seed=7)
     assert cells.get("LUT4", 0) > 0 and cells.get("CCU2C", 0) > 0   # comparators on carries

@@ -623,3 +623,21 @@ def test_cli_requant_style_bad_input(tmp_path, capsys, change, message):
     assert cli.main(argv) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "rtl" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("target", ["ecp5-25k", "ice40-up5k"])
+def test_cli_synth_threshold_engine(tmp_path, capsys, target):
+    """``qmac synth --requant-style threshold`` places and routes a small threshold engine on
+    both families without any other flag (random thresholds, no given parameters)."""
+    from qmac import cli
+    cfg, paths = small_layer_files(tmp_path)
+    out = tmp_path / "synth.json"
+    assert cli.main(["synth", str(paths["config"]), "--requant-style", "threshold", "--target",
+                     target, "--no-blocks", "--json", str(out), "--build-dir",
+                     str(tmp_path / "run")]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["requant_style"] == "threshold"
+    assert result["fits"] is True and result["fmax_mhz"] > 0
+    # No multiply requantizer: only the MAC products may use DSPs.
+    mul = result["multipliers"]
+    assert result["dsps"] <= mul["mac_dsp"] + mul["mac_dsp2"]
