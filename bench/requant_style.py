@@ -77,7 +77,7 @@ def layer(out_bits, seed=0):
     return cfg, w, requant, table
 
 
-def measure(cfg, w, requant, table, target, style, seed, workdir):
+def measure(cfg, w, requant, table, target, style, seed, workdir, blocks=True):
     plan = plan_multipliers(cfg, family=target.family, dsp_budget=target.available["dsps"])
     if style == "multiply":
         engine = LayerEngine(cfg, w, requant.M, requant.B, requant.S, mul_plan=plan)
@@ -85,7 +85,7 @@ def measure(cfg, w, requant, table, target, style, seed, workdir):
         engine = LayerEngine(cfg.replace(requant_style="threshold"), w, thresholds=table,
                              mul_plan=plan)
     start = time.perf_counter()
-    result = implement(engine, target, workdir, seed=seed, blocks=True, allow_unfit=True,
+    result = implement(engine, target, workdir, seed=seed, blocks=blocks, allow_unfit=True,
                        progress=lambda message: None)
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["latency"] = engine.latency
@@ -102,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--noabc9", nargs="*", default=[], choices=sorted(TARGETS),
                         help="targets to synthesize with -noabc9 (see NoAbc9Target)")
+    parser.add_argument("--no-blocks", action="store_true",
+                        help="skip the hierarchical synthesis (no requantizer columns)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = []
@@ -120,7 +122,7 @@ def main(argv=None):
                 with tempfile.TemporaryDirectory(prefix=f"rq-{style}-") as folder:
                     try:
                         r = measure(cfg, w, requant, table, target, style, args.seed,
-                                    Path(folder))
+                                    Path(folder), blocks=not args.no_blocks)
                     except SynthError as error:
                         first = str(error).splitlines()[0]
                         print(f"{target_name:<11} {out_bits:>3} {style:<9} failed: {first}",

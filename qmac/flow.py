@@ -465,7 +465,7 @@ def fold(args):
         except ValueError as error:
             raise UserError(f"--thresholds-out: {error}") from None
     write_npy(weights_out, folded.q)
-    written = [str(weights_out)]
+    written = []
     if requant is not None:
         write_npz(requant_out, M=np.asarray(requant.M, dtype=np.int64),
                   B=np.asarray(requant.B, dtype=np.int64),
@@ -474,7 +474,8 @@ def fold(args):
     if table is not None:
         save_thresholds(thresholds_out, table)
         written.append(str(thresholds_out))
-    print(f"wrote {', '.join(written)} ({cfg.w_bits}-bit weights, per-channel scales)")
+    print(f"wrote {weights_out} ({cfg.w_bits}-bit weights, per-channel scales) and "
+          f"{' and '.join(written)}")
     caveat = "" if report.safe else " (before any accumulator overflow: --allow-overflow)"
     if requant is not None:
         print(f"requantization exact for every reachable accumulator value{caveat} "
