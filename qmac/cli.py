@@ -45,7 +45,8 @@ def _requant_style_options(parser, *, random_default=False):
                         help="requantizer (default: the configuration's requant_style): "
                              "'multiply' (M, B, S), 'threshold' (T, D; made from M, B, S over "
                              "the reachable accumulator range when --requant is given), 'auto' "
-                             "(thresholds up to out_bits 4, else multiply)"
+                             "(the smaller by the measured rule of qmac.thresholds."
+                             "choose_style: thresholds up to 3 per channel, i.e. out_bits 2)"
                              + (" ; random parameters of that form without --weights"
                                 if random_default else ""))
 

@@ -108,11 +108,13 @@ def _inputs(args, *flags):
     return given
 
 
-def engine_parameters(cfg, args, report):
+def engine_parameters(cfg, args, report, family=None):
     """The requantizer of the layer engine from ``--requant-style`` and ``--requant`` (M, B, S)
     or ``--thresholds`` (T, D): an :class:`~qmac.thresholds.EngineRequant`. Thresholds made from
     ``M, B, S`` cover the reachable range of ``report`` (the whole accumulator range when the
-    weights can overflow), so they equal the multiply form wherever the accumulator can be."""
+    weights can overflow), so they equal the multiply form wherever the accumulator can be.
+    ``auto`` follows :func:`qmac.thresholds.choose_style` for ``family`` (``qmac synth``'s
+    target; ``None`` for generate and simulate: the rule that holds on both families)."""
     style = getattr(args, "requant_style", None)
     thresholds_file = getattr(args, "thresholds", None)
     if args.requant is not None and thresholds_file is not None:
@@ -128,7 +130,7 @@ def engine_parameters(cfg, args, report):
     lo, hi = (report.lo, report.hi) if report.safe else (None, None)
     try:
         chosen = engine_requant(cfg, style, M=M, B=B, S=S, thresholds=thresholds,
-                                acc_lo=lo, acc_hi=hi)
+                                acc_lo=lo, acc_hi=hi, family=family)
         if chosen.thresholds is not None:
             from qmac.hw.threshold import check_engine_thresholds
             check_engine_thresholds(chosen.cfg, chosen.thresholds)

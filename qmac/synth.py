@@ -771,13 +771,15 @@ def synth(args):
         from .accumulator import analyze
         from .flow import engine_parameters
         weights = load_weights(cfg, args.weights)
-        chosen = engine_parameters(cfg, args, analyze(cfg, weights))
+        chosen = engine_parameters(cfg, args, analyze(cfg, weights),
+                                   family=TARGETS[args.target].family)
         cfg, M, B, S, thresholds = chosen.cfg, chosen.M, chosen.B, chosen.S, chosen.thresholds
     else:
         from .thresholds import choose_style
         try:
             cfg = cfg.replace(requant_style=choose_style(
-                cfg.replace(requant_style=args.requant_style or cfg.requant_style)))
+                cfg.replace(requant_style=args.requant_style or cfg.requant_style),
+                family=TARGETS[args.target].family))
         except ValueError as error:
             raise UserError(f"--requant-style {args.requant_style}: {error}") from None
     if args.bitstream and thresholds is not None:

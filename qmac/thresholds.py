@@ -164,22 +164,32 @@ def thresholds_from_requant(M, B, S, acc_lo, acc_hi, *, y_min, y_max):
     return Thresholds(T=T, D=exact_array(directions))
 
 
-def choose_style(cfg, *, multiply_exact=True):
+def choose_style(cfg, *, multiply_exact=True, family=None):
     """Resolve ``cfg.requant_style`` to ``"multiply"`` or ``"threshold"``.
 
     ``"auto"`` picks the threshold form where no exact ``(M, B, S)`` exists
     (``multiply_exact`` false: the solver refused, e.g. ``half_even`` with reachable ties), and
-    otherwise the smaller unit by the rule measured with ``bench/requant_style.py`` (README,
-    "Threshold requantizer"): thresholds for at most :data:`AUTO_THRESHOLD_LEVELS` thresholds
-    per channel (``out_bits`` up to 4 unsigned), the multiply unit above. The measurements
-    gave the same rule on iCE40 and ECP5 where both were measured, so it does not depend on
-    the target.
+    otherwise the smaller engine by the rule measured with ``bench/requant_style.py`` (README,
+    "Threshold requantizer"; Yosys 0.70, nextpnr 0.11.1, 2026-11-26): thresholds for at most
+    ``AUTO_THRESHOLD_LEVELS[family]`` thresholds per channel, the multiply unit above.
+    Measured at ``out_bits`` 2, 4 and 8 (unsigned: 3, 15 and 255 thresholds) on the UP5K and
+    the ECP5-25k, engine totals: at 3 thresholds the threshold engine is smaller on both
+    (fewer logic cells on iCE40, fewer LUT4 + 2·CCU2C, FFs and DSPs on ECP5); at 15 the
+    multiply engine is (its ``FoldRequantizer`` against 15 comparators per lane on carry
+    chains); at 255 the threshold engine does not fit either part. 7 thresholds (``out_bits``
+    3) were not measured and get the multiply unit. The rule is the same on both families;
+    ``family`` keeps it per family should a measurement split them. Without a ``family`` the
+    rule is the one that holds on both.
 
     Raises
     ------
     ValueError
-        ``requant_style = "multiply"`` with ``multiply_exact`` false.
+        ``requant_style = "multiply"`` with ``multiply_exact`` false, or an unknown
+        ``family``.
     """
+    if family not in AUTO_THRESHOLD_LEVELS and family is not None:
+        raise ValueError(f"family must be None or one of "
+                         f"{', '.join(repr(f) for f in AUTO_THRESHOLD_LEVELS)}, not {family!r}")
     style = cfg.requant_style
     if style != "auto":
         if style == "multiply" and not multiply_exact:
@@ -188,11 +198,14 @@ def choose_style(cfg, *, multiply_exact=True):
         return style
     if not multiply_exact:
         return "threshold"
-    return "threshold" if cfg.y_max - cfg.y_min <= AUTO_THRESHOLD_LEVELS else "multiply"
+    limit = min(AUTO_THRESHOLD_LEVELS.values()) if family is None else \
+        AUTO_THRESHOLD_LEVELS[family]
+    return "threshold" if cfg.y_max - cfg.y_min <= limit else "multiply"
 
 
-#: ``auto`` builds thresholds up to this many thresholds per channel (see :func:`choose_style`).
-AUTO_THRESHOLD_LEVELS = 15
+#: ``auto`` builds thresholds up to this many thresholds per channel (``y_max - y_min``), per
+#: FPGA family (see :func:`choose_style`).
+AUTO_THRESHOLD_LEVELS = {"ice40": 3, "ecp5": 3}
 
 
 @dataclass(frozen=True)
@@ -220,11 +233,11 @@ class EngineRequant:
 
 
 def engine_requant(cfg, style=None, *, M=None, B=None, S=None, thresholds=None, acc_lo=None,
-                   acc_hi=None):
+                   acc_hi=None, family=None):
     """Resolve the requantizer of a layer engine from a style and the parameters at hand.
 
     ``style`` (default ``cfg.requant_style``) is ``"multiply"``, ``"threshold"`` or
-    ``"auto"`` (:func:`choose_style`). Given ``M, B, S`` and a threshold style, the thresholds
+    ``"auto"`` (:func:`choose_style` for ``family``). Given ``M, B, S`` and a threshold style, the thresholds
     are :func:`thresholds_from_requant` over ``[acc_lo, acc_hi]`` (each clipped to the
     ``acc_bits`` range; default the whole range), so the threshold unit equals the multiply
     unit on every accumulator value there. Given ``thresholds`` (``T, D``), the style must
@@ -254,7 +267,7 @@ def engine_requant(cfg, style=None, *, M=None, B=None, S=None, thresholds=None, 
         T, D = thresholds
         return EngineRequant(cfg=cfg.replace(requant_style="threshold"),
                              thresholds=Thresholds(T=T, D=D), source="given")
-    if choose_style(cfg.replace(requant_style=style)) == "multiply":
+    if choose_style(cfg.replace(requant_style=style), family=family) == "multiply":
         return EngineRequant(cfg=cfg.replace(requant_style="multiply"), M=M, B=B, S=S)
     threshold_cfg = cfg.replace(requant_style="threshold")   # checks the level count
     count = threshold_cfg.N

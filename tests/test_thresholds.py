@@ -201,12 +201,28 @@ def test_config_requant_style():
     assert LayerConfig(out_bits=16, requant_style="auto").requant_style == "auto"
 
 
+# The measured rule (bench/requant_style.py, README "Threshold requantizer"): the smaller engine
+# per family and out_bits (unsigned outputs: 3, 15 and 255 thresholds per channel).
+MEASURED_SMALLER = {("ice40", 2): "threshold", ("ice40", 4): "multiply", ("ice40", 8): "multiply",
+                    ("ecp5", 2): "threshold", ("ecp5", 4): "multiply", ("ecp5", 8): "multiply"}
+
+
 def test_choose_style_rule():
-    for out_bits, expected in ((2, "threshold"), (4, "threshold"), (8, "multiply")):
+    for (family, out_bits), expected in MEASURED_SMALLER.items():
         cfg = LayerConfig(out_bits=out_bits, requant_style="auto")
-        assert choose_style(cfg) == expected
-        assert choose_style(cfg.replace(requant_style="multiply")) == "multiply"
-        assert choose_style(cfg.replace(requant_style="threshold")) == "threshold"
+        assert choose_style(cfg, family=family) == expected, (family, out_bits)
+        both = {MEASURED_SMALLER[(f, out_bits)] for f in ("ice40", "ecp5")}
+        if len(both) == 1:
+            assert choose_style(cfg) == expected
+        assert choose_style(cfg.replace(requant_style="multiply"), family=family) == "multiply"
+        assert choose_style(cfg.replace(requant_style="threshold"), family=family) == \
+            "threshold"
+    # No exact (M, B, S): thresholds whatever the size.
+    assert choose_style(LayerConfig(out_bits=8, requant_style="auto"),
+                        multiply_exact=False) == "threshold"
+    with pytest.raises(ValueError, match="family must be None or one of 'ice40', 'ecp5', "
+                                         "not 'xilinx'"):
+        choose_style(LayerConfig(requant_style="auto"), family="xilinx")
 
 
 # -- the threshold requantizer ---------------------------------------------------------------------
@@ -571,10 +587,17 @@ def test_cli_simulate_threshold_style(tmp_path, capsys):
     assert np.array_equal(np.load(y_path), want)
     manifest = tmp_path / "rtl"
     assert cli.main(["generate", str(paths["config"]), *cli_args(paths, "weights", "requant"),
-                     "--requant-style", "auto", "-o", str(manifest)]) == 0
+                     "--requant-style", "threshold", "-o", str(manifest)]) == 0
     document = json.loads((manifest / "manifest.json").read_text())
     parameters = document["modules"][0]["parameters"]
-    assert parameters["thresholds_source"] == "from M, B, S"     # auto: out_bits 4
+    assert parameters["thresholds_source"] == "from M, B, S"
+    assert document["config"]["requant_style"] == "threshold"
+    # auto at out_bits 4 (15 thresholds per channel) is the multiply unit by the measured rule.
+    assert cli.main(["generate", str(paths["config"]), *cli_args(paths, "weights", "requant"),
+                     "--requant-style", "auto", "-o", str(tmp_path / "auto")]) == 0
+    auto = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert auto["config"]["requant_style"] == "multiply" and "M" in \
+        auto["modules"][0]["parameters"]
     lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
     table = thresholds_from_requant(r["M"], r["B"], r["S"], lo, hi, y_min=cfg.y_min,
                                     y_max=cfg.y_max)
