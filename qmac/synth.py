@@ -759,7 +759,8 @@ def synth(args):
     if args.json is not None:
         check_output_file(args.json, "--json", suffixes=(".json",),
                           inputs={"CONFIG": args.config, "--weights": args.weights,
-                                  "--requant": args.requant})
+                                  "--requant": args.requant,
+                                  "--thresholds": args.thresholds})
     has_requant = args.requant is not None or args.thresholds is not None
     if (args.weights is None) == has_requant:
         raise UserError("give both --weights and --requant (or --thresholds), or neither "
