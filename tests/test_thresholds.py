@@ -8,8 +8,11 @@ evaluation of the target and with ``qmac.verify.target``, and with the multiply 
 """
 
 import math
+import json
+import re
 import random
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,12 +201,28 @@ def test_config_requant_style():
     assert LayerConfig(out_bits=16, requant_style="auto").requant_style == "auto"
 
 
+# The measured rule (bench/requant_style.py, README "Threshold requantizer"): the smaller engine
+# per family and out_bits (unsigned outputs: 3, 15 and 255 thresholds per channel).
+MEASURED_SMALLER = {("ice40", 2): "threshold", ("ice40", 4): "multiply", ("ice40", 8): "multiply",
+                    ("ecp5", 2): "threshold", ("ecp5", 4): "multiply", ("ecp5", 8): "multiply"}
+
+
 def test_choose_style_rule():
-    for out_bits, expected in ((2, "threshold"), (4, "threshold"), (8, "multiply")):
+    for (family, out_bits), expected in MEASURED_SMALLER.items():
         cfg = LayerConfig(out_bits=out_bits, requant_style="auto")
-        assert choose_style(cfg) == expected
-        assert choose_style(cfg.replace(requant_style="multiply")) == "multiply"
-        assert choose_style(cfg.replace(requant_style="threshold")) == "threshold"
+        assert choose_style(cfg, family=family) == expected, (family, out_bits)
+        both = {MEASURED_SMALLER[(f, out_bits)] for f in ("ice40", "ecp5")}
+        if len(both) == 1:
+            assert choose_style(cfg) == expected
+        assert choose_style(cfg.replace(requant_style="multiply"), family=family) == "multiply"
+        assert choose_style(cfg.replace(requant_style="threshold"), family=family) == \
+            "threshold"
+    # No exact (M, B, S): thresholds whatever the size.
+    assert choose_style(LayerConfig(out_bits=8, requant_style="auto"),
+                        multiply_exact=False) == "threshold"
+    with pytest.raises(ValueError, match="family must be None or one of 'ice40', 'ecp5', "
+                                         "not 'xilinx'"):
+        choose_style(LayerConfig(requant_style="auto"), family="xilinx")
 
 
 # -- the threshold requantizer ---------------------------------------------------------------------
@@ -466,3 +485,182 @@ def test_engine_thresholds_verilator(verilator_build):
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected, stall=0.0,
                      seed=4, in_width=width, label="full-rate")
     assert run.passed and run.cycles <= dut.cycles(batch) + 2
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def small_layer_files(tmp_path, out_bits=4):
+    """A small layer (K=8, N=4, 2x2 array, u4 x s4, out_bits 4 unsigned) with its files."""
+    cfg = LayerConfig(name="fc_small", in_features=8, out_features=4, rows=2, cols=2, a_bits=4,
+                      w_bits=4, acc_bits=12, m_bits=8, b_bits=16, s_max=8, out_bits=out_bits)
+    rng = np.random.default_rng(5)
+    paths = {"config": tmp_path / "small.toml", "weights": tmp_path / "w.npy",
+             "requant": tmp_path / "r.npz", "inputs": tmp_path / "x.npy"}
+    paths["config"].write_text(cfg.to_toml())
+    w = rng.integers(cfg.w_min, cfg.w_max, (cfg.N, cfg.K), endpoint=True)
+    np.save(paths["weights"], w)
+    np.savez(paths["requant"], M=np.array([3, -5, 7, 1]), B=np.array([100, 900, -50, 8]),
+             S=np.array([4, 3, 5, 0]))
+    np.save(paths["inputs"], rng.integers(0, 15, (20, cfg.K), endpoint=True))
+    return cfg, paths
+
+
+def cli_args(paths, *names):
+    out = []
+    for name in names:
+        out += [f"--{name}", str(paths[name])]
+    return out
+
+
+def test_cli_fold_writes_exact_thresholds(tmp_path, capsys):
+    """``qmac fold --thresholds-out`` on the example's float layer: the threshold form gives the
+    same outputs as the ``M, B, S`` that fold solves for the same target, on the example inputs
+    and on every threshold and its neighbours."""
+    from qmac import cli
+    w_out, r_out, t_out = tmp_path / "w.npy", tmp_path / "r.npz", tmp_path / "t.npz"
+    assert cli.main(["fold", str(EXAMPLES / "layer.toml"), "--layer",
+                     str(EXAMPLES / "float_layer.npz"), "--weights-out", str(w_out),
+                     "--requant-out", str(r_out), "--thresholds-out", str(t_out)]) == 0
+    assert "thresholds exact" in capsys.readouterr().out
+    cfg = LayerConfig.from_toml(EXAMPLES / "layer.toml")
+    table = load_thresholds(cfg, t_out)
+    r = np.load(r_out)
+    x = np.load(EXAMPLES / "inputs.npy")
+    w = np.load(w_out)
+    by_thresholds = golden.layer_thresholds(cfg, x, w, table.T, table.D).y
+    by_multiply = golden.layer(cfg, x, w, r["M"], r["B"], r["S"]).y
+    assert np.array_equal(by_thresholds, by_multiply)
+    assert len(np.unique(by_multiply)) > 20
+    lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
+    for c in range(cfg.N):
+        acc = np.array(sorted({int(min(max(t + d, lo[c]), hi[c]))
+                               for t in table.T[c] for d in (-1, 0, 1)}), dtype=object)
+        acc_all = np.zeros((len(acc), cfg.N), dtype=object)
+        acc_all[:, c] = acc
+        y_t = golden.requantize_thresholds(acc_all, table.T, table.D, y_min=cfg.y_min,
+                                           y_max=cfg.y_max)[:, c]
+        y_m = golden.requantize(cfg, acc_all, r["M"], r["B"], r["S"])[:, c]
+        assert list(y_t) == list(y_m), f"channel {c}"
+
+
+def test_cli_fold_thresholds_alone_half_even(tmp_path, capsys):
+    """``--thresholds-out`` alone needs no ``(M, B, S)``: ``half_even`` works even where the
+    solver refuses."""
+    from qmac import cli
+    w_out, t_out = tmp_path / "w.npy", tmp_path / "t.npz"
+    assert cli.main(["fold", str(EXAMPLES / "layer.toml"), "--layer",
+                     str(EXAMPLES / "float_layer.npz"), "--weights-out", str(w_out),
+                     "--thresholds-out", str(t_out), "--rounding", "half_even"]) == 0
+    out = capsys.readouterr().out
+    assert "thresholds exact" in out and "requantization exact" not in out
+    assert not (tmp_path / "r.npz").exists()
+    cfg = LayerConfig.from_toml(EXAMPLES / "layer.toml")
+    assert load_thresholds(cfg, t_out).T.shape == (cfg.N, 255)
+    assert cli.main(["fold", str(EXAMPLES / "layer.toml"), "--layer",
+                     str(EXAMPLES / "float_layer.npz"), "--weights-out", str(w_out)]) == 2
+    assert "give --requant-out (M, B, S), --thresholds-out (T, D) or both" in \
+        capsys.readouterr().err
+
+
+def test_cli_simulate_threshold_style(tmp_path, capsys):
+    """``qmac simulate --requant-style threshold`` with ``M, B, S``: the threshold engine's
+    Verilog (thresholds made from ``M, B, S``) gives the multiply form's golden outputs; and
+    the same with a thresholds file."""
+    from qmac import cli
+    cfg, paths = small_layer_files(tmp_path)
+    y_path = tmp_path / "y.npy"
+    build = tmp_path / "build"
+    assert cli.main(["simulate", str(paths["config"]),
+                     *cli_args(paths, "weights", "requant", "inputs"), "--requant-style",
+                     "threshold", "-o", str(y_path), "--check", "--stall", "0.3", "--seed",
+                     "2", "--build-dir", str(build)]) == 0
+    err = capsys.readouterr().err
+    assert "requantizer: threshold (thresholds from M, B, S)" in err and "check passed" in err
+    x = np.load(paths["inputs"])
+    w = np.load(paths["weights"])
+    r = np.load(paths["requant"])
+    want = golden.layer(cfg, x, w, r["M"], r["B"], r["S"]).y
+    assert len(np.unique(want)) > 3
+    assert np.array_equal(np.load(y_path), want)
+    manifest = tmp_path / "rtl"
+    assert cli.main(["generate", str(paths["config"]), *cli_args(paths, "weights", "requant"),
+                     "--requant-style", "threshold", "-o", str(manifest)]) == 0
+    document = json.loads((manifest / "manifest.json").read_text())
+    parameters = document["modules"][0]["parameters"]
+    assert parameters["thresholds_source"] == "from M, B, S"
+    assert document["config"]["requant_style"] == "threshold"
+    # auto at out_bits 4 (15 thresholds per channel) is the multiply unit by the measured rule.
+    assert cli.main(["generate", str(paths["config"]), *cli_args(paths, "weights", "requant"),
+                     "--requant-style", "auto", "-o", str(tmp_path / "auto")]) == 0
+    auto = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert auto["config"]["requant_style"] == "multiply" and "M" in \
+        auto["modules"][0]["parameters"]
+    lo, hi = reachable_range(w, cfg.x_min, cfg.x_max)
+    table = thresholds_from_requant(r["M"], r["B"], r["S"], lo, hi, y_min=cfg.y_min,
+                                    y_max=cfg.y_max)
+    assert parameters["T"] == [[int(v) for v in row] for row in table.T]
+
+
+@pytest.mark.parametrize("change, message", [
+    ("multiply+thresholds", "requant_style 'multiply' needs M, B, S; thresholds"),
+    ("both", r"give either --requant \(M, B, S\) or --thresholds \(T, D\), not both"),
+    ("bare", "requant_style 'threshold' needs a layer engine"),
+    ("wide", "out_bits = 16 gives y_max - y_min = 65535 thresholds per channel"),
+    ("missing-D", "lacks array 'D'"),
+    ("shape", r"T must have shape \(4, 15\)"),
+    ("network", "--requant-style applies to a layer configuration, not to a network"),
+])
+def test_cli_requant_style_bad_input(tmp_path, capsys, change, message):
+    from qmac import cli
+    cfg, paths = small_layer_files(tmp_path, out_bits=16 if change == "wide" else 4)
+    out = ["-o", str(tmp_path / "rtl")]
+    thresholds = tmp_path / "t.npz"
+    n = cfg.y_max - cfg.y_min
+    T = np.tile(np.arange(n), (cfg.N, 1)) if change != "shape" else np.zeros((cfg.N, 3), int)
+    if change == "missing-D":
+        np.savez(thresholds, T=T)
+    else:
+        np.savez(thresholds, T=T, D=np.ones(cfg.N, dtype=int))
+    base = ["generate", str(paths["config"])]
+    argv = {
+        "multiply+thresholds": [*base, "--weights", str(paths["weights"]), "--thresholds",
+                                str(thresholds), "--requant-style", "multiply", *out],
+        "both": [*base, *cli_args(paths, "weights", "requant"), "--thresholds",
+                 str(thresholds), *out],
+        "bare": [*base, "--requant-style", "threshold", *out],
+        "wide": [*base, *cli_args(paths, "weights", "requant"), "--requant-style",
+                 "threshold", *out],
+        "missing-D": [*base, "--weights", str(paths["weights"]), "--thresholds",
+                      str(thresholds), *out],
+        "shape": [*base, "--weights", str(paths["weights"]), "--thresholds", str(thresholds),
+                  *out],
+        "network": ["generate", str(tmp_path / "network.json"), "--requant-style", "threshold",
+                    *out],
+    }[change]
+    if change == "network":
+        (tmp_path / "network.json").write_text(json.dumps({"format": "qmac-network",
+                                                           "layers": []}))
+    assert cli.main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "rtl" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("target", ["ecp5-25k", "ice40-up5k"])
+def test_cli_synth_threshold_engine(tmp_path, capsys, target):
+    """``qmac synth --requant-style threshold`` places and routes a small threshold engine on
+    both families without any other flag (random thresholds, no given parameters)."""
+    from qmac import cli
+    cfg, paths = small_layer_files(tmp_path)
+    out = tmp_path / "synth.json"
+    assert cli.main(["synth", str(paths["config"]), "--requant-style", "threshold", "--target",
+                     target, "--no-blocks", "--json", str(out), "--build-dir",
+                     str(tmp_path / "run")]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["requant_style"] == "threshold"
+    assert result["fits"] is True and result["fmax_mhz"] > 0
+    # No multiply requantizer: only the MAC products may use DSPs.
+    mul = result["multipliers"]
+    assert result["dsps"] <= mul["mac_dsp"] + mul.get("mac_dsp2", 0)
