@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def four_bit_layer(acc_bits, mul_style="lut"):
+    """``(cfg, weights, M, B, S)``: the example layer at 4-bit operands and ``acc_bits``
+    (``mul_style`` ``"pack"`` gives an ``"auto"`` configuration: the plan is made apart)."""
     if mul_style == "pack":
         mul_style = "auto"
-    """``(cfg, weights, M, B, S)``: the example layer at 4-bit operands and ``acc_bits``."""
     base = load_config(ROOT / "examples" / "layer.toml")
     f = np.load(ROOT / "examples" / "float_layer.npz")
     s_x = 1 / 15
