@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .multiply import plan_multipliers, product
+from .config import signed_width
 from .pipeline import global_enable, stage, register_side_band
 
 
@@ -88,12 +89,24 @@ class Requantizer(wiring.Component):
         # Refuse a plan of another configuration before the component exists (no
         # UnusedElaboratable warning).
         if mul_plan is not None:
-            mul_plan.check(cfg)
+            cls._lane_style(cfg, mul_plan)
         return super().__new__(cls, src_loc_at=1)
+
+    @staticmethod
+    def _lane_style(cfg, mul_plan):
+        """The one multiplier style of the ``rows`` full-rate lanes: the plan describes the
+        engine's ``cfg.requant_lanes`` lanes, so its requantizer styles must all be equal."""
+        styles = set(mul_plan.check(cfg).requant)
+        if len(styles) != 1:
+            raise ValueError(f"the full-rate Requantizer builds its {cfg.rows} lanes alike: the "
+                             f"plan's requantizer styles must be equal, not {mul_plan.requant!r}")
+        return styles.pop()
 
     def __init__(self, cfg, *, mul_plan=None):
         self.cfg = cfg
-        self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        self.mul_plan = plan_multipliers(cfg) if mul_plan is None else mul_plan
+        #: The multiplier style of every lane.
+        self.lane_style = self._lane_style(cfg, self.mul_plan)
         self.scaled_bits = cfg.acc_bits + cfg.m_bits
         self.sum_bits = max(self.scaled_bits, cfg.b_bits) + 1
         super().__init__({
@@ -120,8 +133,7 @@ class Requantizer(wiring.Component):
         with m.If(en):
             for r in range(cfg.rows):
                 m.d.sync += [
-                    products[r].eq(product(self.i.p.acc[r], self.i.p.m[r],
-                                          self.mul_plan.requant[r])),
+                    products[r].eq(product(self.i.p.acc[r], self.i.p.m[r], self.lane_style)),
                     offsets[r].eq(self.i.p.b[r]),
                 ]
 
@@ -280,9 +292,33 @@ class FoldRequantizer(wiring.Component):
         self.digit_bits = -(-self.m_width // digits)
         #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
         self.digits = -(-self.m_width // self.digit_bits)
-        self.latency = self.groups * self.digits + 4
         self.scaled_bits = cfg.acc_bits + self.m_width
         self.sum_bits = max(self.scaled_bits, self.b_width) + 1
+        d, top = self.digit_bits, self.digit_bits * (self.digits - 1)
+        #: Width of the running sum ``T_j``: every ``T_j`` before the last fits ``acc_bits + d``
+        #: signed bits (its ``M`` and ``B`` digits are unsigned), the last one is the exact sum
+        #: without its ``d·(digits - 1)`` low bits.
+        self.loop_bits = max(cfg.acc_bits + d, self.sum_bits - top)
+        #: Radix-4 Booth terms of one digit in a ``"lut"`` lane (the digit field is ``d + 1``
+        #: signed bits).
+        self.booth_terms = (d + 2) // 2
+        styles = [self.mul_plan.requant[lane] for lane in range(self.lanes)]
+        #: Addends of each lane's digit product ``acc·M_j + B_j``: its Booth terms (``"lut"``)
+        #: or the product (``"dsp"``), and ``B_j``.
+        addends = max(1 + (self.booth_terms if style == "lut" else 1) for style in styles)
+        #: Register levels of the adder tree of the digit product.
+        self.tree_levels = (addends - 1).bit_length()
+        # The B field: digit j of B (the top one signed), plus in "lut" lanes the Booth
+        # correction sum(neg_k·4^k) of the digit of M (at most 2^(d+1) - 1 when d + 1 is odd or
+        # even alike: the negative bits are at most every other bit up to the field's top).
+        correction = sum(4 ** k for k in range(self.booth_terms)) if "lut" in styles else 0
+        b_top_lo = -(1 << (self.b_width - 1)) >> top
+        b_top_hi = ((1 << (self.b_width - 1)) - 1) >> top
+        b_lo = min(0, b_top_lo) if self.digits > 1 else -(1 << (self.b_width - 1))
+        b_hi = max((1 << d) - 1 if self.digits > 1 else 0, b_top_hi) + correction
+        self.b_field_bits = signed_width(b_lo, b_hi)
+        #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
+        self.latency = self.groups * self.digits + 4 + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -296,7 +332,7 @@ class FoldRequantizer(wiring.Component):
         """One parameter word: digit ``m`` of ``M``, ``b`` (and ``sel``, the index into
         ``shifts``, when there is more than one shift) of the ``lanes`` channels of one step."""
         fields = {"m": data.ArrayLayout(signed(self.digit_bits + 1), self.lanes),
-                  "b": data.ArrayLayout(signed(self.b_width), self.lanes)}
+                  "b": data.ArrayLayout(signed(self.b_field_bits), self.lanes)}
         if len(self.shifts) > 1:
             fields["sel"] = data.ArrayLayout(unsigned((len(self.shifts) - 1).bit_length()),
                                              self.lanes)
@@ -309,6 +345,12 @@ class FoldRequantizer(wiring.Component):
         d = self.digit_bits
         low = [(value >> (j * d)) & ((1 << d) - 1) for j in range(self.digits - 1)]
         return low + [value >> (d * (self.digits - 1))]
+
+    def booth_correction(self, digit):
+        """``Σ neg_k·4^k`` of a digit of ``M`` (an int of ``digit_bits + 1`` signed bits):
+        a ``"lut"`` lane forms each negative Booth term ``q_k·acc`` as ``~(|q_k|·acc) = q_k·acc -
+        1``, and its ``B`` digit carries these ones back."""
+        return sum(4 ** k for k in range(self.booth_terms) if (digit >> (2 * k + 1)) & 1)
 
     def param_words(self, M, B, S):
         """The parameter memory image of a layer's per-channel ``M``, ``B``, ``S``: word ``(f·groups
@@ -330,7 +372,7 @@ class FoldRequantizer(wiring.Component):
                     r = g * self.lanes + lane
                     if r >= cfg.rows:
                         m_digits.append([0] * self.digits)
-                        b.append(0)
+                        b.append([0] * self.digits)
                         sel.append(0)
                         continue
                     c = f * cfg.rows + r
@@ -338,11 +380,16 @@ class FoldRequantizer(wiring.Component):
                         raise ValueError(f"S[{c}] = {int(S[c])} is not one of the shifts "
                                          f"{self.used_shifts}")
                     scale = self.shifts[-1] - int(S[c]) if self.shift_style == "align" else 0
-                    m_digits.append(self.digits_of(int(M[c]) << scale))
-                    b.append(int(B[c]) << scale)
+                    digits = self.digits_of(int(M[c]) << scale)
+                    b_digits = self.digits_of(int(B[c]) << scale)
+                    if self.mul_plan.requant[lane] == "lut":
+                        b_digits = [b + self.booth_correction(m) for m, b in zip(digits, b_digits)]
+                    m_digits.append(digits)
+                    b.append(b_digits)
                     sel.append(self.shifts.index(int(S[c])) if len(self.shifts) > 1 else 0)
                 for j in range(self.digits):
-                    word = {"m": [lane[j] for lane in m_digits], "b": b}
+                    word = {"m": [lane[j] for lane in m_digits],
+                            "b": [lane[j] for lane in b]}
                     if len(self.shifts) > 1:
                         word["sel"] = sel
                     words.append(word)
@@ -464,50 +511,70 @@ class FoldRequantizer(wiring.Component):
                 values["select"] = params.sel[lane]
             operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", **values))))
 
-        # -- stage 1: the partial product of one digit ---------------------------------------
-        s1_valid, s1_first, s1_final, s1_group, s1_last = stage(
-            m, en, "partial", valid=s0[0], first=s0[1], final=s0[2], group=s0[3], last=s0[4])
-        partials, offsets, selects, flags = [], [], [], []
+        # -- stage 1: the addends of the digit product acc·M_j + B_j: the product itself
+        # ("dsp") or its radix-4 Booth terms ("lut", each a choice of 0, acc, 2·acc, inverted
+        # when negative; the ones of the inversions are in B_j), and B_j --------------------------
+        control = stage(m, en, "term", valid=s0[0], first=s0[1], final=s0[2], group=s0[3],
+                        last=s0[4])
+        trees, side = [], []
         for lane, operand in enumerate(operands):
-            partial = Signal(signed(cfg.acc_bits + d + 1), name=f"partial_{lane}")
-            with m.If(en):
-                m.d.sync += partial.eq(product(operand["acc"], operand["digit"],
-                                               self.mul_plan.requant[lane]))
-            offset, flag = stage(m, en, f"partial_{lane}", offset=operand["b"],
-                                 overflow=operand["overflow"])
-            select = None
+            if self.mul_plan.requant[lane] == "lut":
+                addends = self._booth_terms(m, en, lane, operand)
+            else:
+                addends = [(self._register(m, en, f"term_{lane}_product",
+                                           product(operand["acc"], operand["digit"], "dsp")), 0)]
+            addends.append((self._register(m, en, f"term_{lane}_b", operand["b"]), 0))
+            trees.append(addends)
+            values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
-                select, = stage(m, en, f"partial_{lane}", select=operand["select"])
-            partials.append(partial)
-            offsets.append(offset)
-            selects.append(select)
-            flags.append(flag)
+                values["select"] = operand["select"]
+            side.append(dict(zip(values, stage(m, en, f"term_{lane}", **values))))
 
-        # -- stage 2: T = floor(T / 2^d) + partial, the low bits kept --------------------------
+        # -- stages 2 ..: the adder tree of each lane, a register after every level, modulo
+        # 2^loop_bits (the sum T_j fits loop_bits signed bits, so the digit product may wrap) --
+        for level in range(self.tree_levels):
+            control = stage(m, en, f"tree_l{level + 1}", valid=control[0], first=control[1],
+                            final=control[2], group=control[3], last=control[4])
+            for lane in range(lanes):
+                nodes = trees[lane]
+                trees[lane] = [self._add_node(m, en, f"tree_l{level + 1}_{lane}_{k // 2}",
+                                              nodes[k:k + 2])
+                               for k in range(0, len(nodes), 2)]
+                values = side[lane]
+                side[lane] = dict(zip(values, stage(m, en, f"tree_l{level + 1}_{lane}",
+                                                    **values)))
+        t_valid, t_first, t_final, t_group, t_last = control
+
+        # -- the running sum: T = floor(T / 2^d) + acc·M_j + B_j, the low bits kept ------------
         s2_valid, s2_group, s2_last = stage(
-            m, en, "sum", valid=s1_valid & s1_final, group=s1_group, last=s1_last)
+            m, en, "sum", valid=t_valid & t_final, group=t_group, last=t_last)
         # The low bits of the sum only matter when a shift is smaller than their count.
         low_bits = d * (digits - 1) if self.shifts[0] < d * (digits - 1) else 0
         drop = d * (digits - 1) - low_bits          # bits of the sum below `total` left out
         totals, lows, s2_selects, s2_flags = [], [], [], []
         for lane in range(lanes):
-            total = Signal(signed(self.sum_bits), name=f"sum_{lane}")
+            (digit_product, shift), = trees[lane]
+            assert shift == 0
+            total = Signal(signed(self.loop_bits), name=f"sum_{lane}")
+            # `base` is floor(T / 2^d) for the next digit, already 0 before a first digit, so
+            # that no multiplexer stands between the registers and the adder.
+            base = Signal(signed(self.loop_bits - d), name=f"sum_base_{lane}")
+            total_next = Signal(signed(self.loop_bits), name=f"sum_next_{lane}")
             low = Signal(max(1, low_bits), name=f"sum_low_{lane}")
-            with m.If(en & s1_valid):
-                m.d.sync += total.eq(Mux(s1_first, offsets[lane], total >> d) + partials[lane])
+            m.d.comb += total_next.eq(base + digit_product)
+            with m.If(en & t_valid):
+                m.d.sync += [total.eq(total_next),
+                             base.eq(Mux(t_final, 0, total_next >> d))]
                 if low_bits:
-                    with m.If(~s1_first):
+                    with m.If(~t_first):
                         m.d.sync += low.eq(Cat(low[d:], total[:d]))
-            s2_flag, = stage(m, en, f"sum_{lane}", overflow=flags[lane])
-            s2_select = None
-            if selects[lane] is not None:
-                s2_select, = stage(m, en, f"sum_{lane}", select=selects[lane])
+            s2 = stage(m, en, f"sum_{lane}", **side[lane])
             totals.append(total)
             lows.append(low)
-            s2_selects.append(s2_select)
-            s2_flags.append(s2_flag)
+            s2_flags.append(s2[0])
+            s2_selects.append(s2[1] if len(s2) > 1 else None)
 
-        # -- stage 3: shift and clamp into the output beat ------------------------------------
+        # -- the last stage: shift and clamp into the output beat -----------------------------
         with m.If(en):
             m.d.sync += self.o.valid.eq(s2_valid & (s2_group == groups - 1))
             with m.If(s2_valid & (s2_group == groups - 1)):
@@ -524,3 +591,54 @@ class FoldRequantizer(wiring.Component):
                                  self.o.p.overflow[r].eq(s2_flags[lane])]
 
         return m
+
+    @staticmethod
+    def _register(m, en, name, value):
+        register = Signal(value.shape(), name=name)
+        with m.If(en):
+            m.d.sync += register.eq(value)
+        return register
+
+    def _booth_terms(self, m, en, lane, operand):
+        """The registered radix-4 Booth terms of ``acc·digit``, as ``(term, shift)`` pairs with
+        ``Σ term·2^shift = acc·digit - booth_correction(digit)``: term ``k`` is ``q_k·acc``,
+        ``q_k = -2·b[2k+1] + b[2k] + b[2k-1]`` of the digit's bits ``b`` (sign-extended), formed
+        as ``|q_k|·acc`` inverted when ``b[2k+1]`` is set (``~v = -v - 1``)."""
+        acc, digit = operand["acc"], operand["digit"]
+        width = len(acc) + 1
+
+        def bit(j):
+            return Const(0, 1) if j < 0 else digit[min(j, len(digit) - 1)]
+
+        terms = []
+        for k in range(self.booth_terms):
+            high, mid, low = bit(2 * k + 1), bit(2 * k), bit(2 * k - 1)
+            one = mid ^ low
+            two = (high & ~mid & ~low) | (~high & mid & low)
+            magnitude = Mux(one, acc, Mux(two, acc << 1, 0))
+            term = Signal(signed(width), name=f"term_{lane}_{k}")
+            with m.If(en):
+                m.d.sync += term.eq(magnitude ^ high.replicate(width))
+            terms.append((term, 2 * k))
+        return terms
+
+    def _add_node(self, m, en, name, pair):
+        """One registered node of a lane's adder tree: the sum of one or two ``(value, shift)``
+        addends (``value·2^shift``), modulo ``2^loop_bits``, as a ``(register, shift)`` pair; the
+        bits below the larger shift are the smaller-shift addend's own (no adder for them)."""
+        if len(pair) == 1:
+            (value, shift), = pair
+            return self._register(m, en, name, value), shift
+        (a, sa), (b, sb) = sorted(pair, key=lambda node: node[1])
+        gap = sb - sa
+        width = self.loop_bits - sa
+        node = Signal(signed(width), name=name)
+        high = (a >> gap) + b if gap else a + b
+        if gap:
+            a_low = Cat(*(a[min(j, len(a) - 1)] for j in range(gap)))    # sign-extended
+            value = Cat(a_low, high)
+        else:
+            value = high
+        with m.If(en):
+            m.d.sync += node.eq(value[:width].as_signed())
+        return node, sa

@@ -203,7 +203,8 @@ def test_fold_requantizer(cfg):
     # The unit keeps up with the MAC array: a fold every `beats` cycles at most.
     assert rq.lanes == -(-cfg.rows // cfg.beats)
     assert rq.groups * rq.digits <= cfg.beats
-    assert rq.latency == rq.groups * rq.digits + 4
+    # Steps, then the operand and term registers, the adder tree, the sum and the output.
+    assert rq.latency == rq.groups * rq.digits + 4 + rq.tree_levels
 
 
 @pytest.mark.parametrize("cfg", FOLD_CONFIGS[1::2], ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
@@ -231,7 +232,9 @@ def test_fold_requantizer_shapes():
     assert rq.param_layout["sel"].shape.elem_shape.width == 2    # 3 shifts: a 2-bit index
     full_rate = FoldRequantizer(FOLD_CONFIGS[4], (0,))
     assert (full_rate.lanes, full_rate.groups, full_rate.digits) == (3, 1, 1)
-    assert full_rate.latency == 2 + Requantizer.latency     # buffer and operand registers
+    # One digit (2 Booth terms and B: 2 tree levels) after the buffer and operand registers.
+    assert full_rate.tree_levels == 2
+    assert full_rate.latency == 1 + 1 + 1 + 2 + 1 + 1
     assert "sel" not in dict(full_rate.param_layout)
     for block in (rq, full_rate):
         Fragment.get(block, None)           # used: no UnusedElaboratable warning
@@ -239,8 +242,26 @@ def test_fold_requantizer_shapes():
 
 def test_fold_requantizer_lut_multiply():
     cfg = FOLD_CONFIGS[1]
-    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut",) * cfg.rows)
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut",) * cfg.requant_lanes)
     check_fold_requant(cfg, seed=5, count=12, mul_plan=plan)
+    check_fold_requant(cfg, seed=6, count=12, mul_plan=plan, shift_style="align")
+
+
+def test_fold_requantizer_mixed_lanes():
+    """Booth ("lut") and "dsp" lanes side by side: their adder trees differ in depth, and the
+    shallower one is padded with registers so that the lanes stay aligned."""
+    cfg = FOLD_CONFIGS[3]                                   # 5 rows over 3 lanes
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut", "dsp", "lut"))
+    rq = check_fold_requant(cfg, seed=8, count=15, mul_plan=plan)
+    assert rq.lanes == 3 and rq.tree_levels == 4           # 8 Booth terms and B: 4 levels
+
+
+def test_full_rate_requantizer_rejects_mixed_plan():
+    cfg = FOLD_CONFIGS[3]
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut", "dsp", "lut"))
+    with pytest.raises(ValueError, match=r"plan's requantizer styles must be equal, not "
+                                         r"\('lut', 'dsp', 'lut'\)"):
+        Requantizer(cfg, mul_plan=plan)
 
 
 def test_fold_requantizer_rejects_bad_shifts():
