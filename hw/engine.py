@@ -10,6 +10,7 @@ from . import checks
 
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
+from .pipeline import SkidBuffer
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
@@ -62,13 +63,16 @@ class LayerEngine(wiring.Component):
     Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
     of ``n`` vectors takes ``out_beats·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
     n·out_beats·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
-    always ready. ``latency = 1 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
+    always ready. ``latency = 2 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
     transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
-    Backpressure on ``o`` stalls the whole pipeline (global enables); nothing is lost, duplicated
-    or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset of the ``sync``
-    domain discards every partial vector and every result in flight.
+    (The 2 are the memory read and the register of the read data, so that no block-RAM output
+    drives logic.) Backpressure on ``o`` stalls the whole pipeline (global enables) one cycle
+    late: ``o`` leaves a :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on
+    ``o.ready``. Nothing is lost, duplicated or reordered, and no ``valid`` depends on a
+    ``ready``. A synchronous reset of the ``sync`` domain discards every partial vector and
+    every result in flight.
 
     Raises
     ------
@@ -110,7 +114,7 @@ class LayerEngine(wiring.Component):
                                             mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
-        self.latency = 1 + self._mac.latency + self._requant.latency
+        self.latency = 2 + self._mac.latency + self._requant.latency
         #: MAC cycles per input vector at full rate.
         self.cycles_per_vector = cfg.out_beats * cfg.beats
         super().__init__({
@@ -150,7 +154,11 @@ class LayerEngine(wiring.Component):
 
         m.submodules.mac = mac = self._mac
         m.submodules.requant = requant = self._requant
-        wiring.connect(m, wiring.flipped(self.o), requant.o)
+        # The skid buffer makes the requantizer's enable (and through it the MAC array's and
+        # the reader's) independent of `o.ready`.
+        m.submodules.output = output = SkidBuffer(layouts.engine_output_layout(cfg))
+        wiring.connect(m, requant.o, output.i)
+        wiring.connect(m, wiring.flipped(self.o), output.o)
 
         x_layout = layouts.engine_input_layout(cfg)["x"].shape
         w_layout = layouts.mac_input_layout(cfg)["w"].shape
@@ -193,8 +201,9 @@ class LayerEngine(wiring.Component):
                 m.d.sync += w_beat.eq(w_beat + 1)
 
         # -- reader: MAC beats (fold, beat) from the buffer and the weight memory -------------
-        # The memory read registers are the payload register of `mac.i`; they only advance
-        # when `mac.i` is free or transferring, so a stall holds them.
+        # Two stages: the memory read registers (`read_valid`), then a register of the read
+        # data, the payload register of `mac.i` (so that no block-RAM output drives logic).
+        # Both advance only when `mac.i` is free or transferring, so a stall holds them.
         r_beat = Signal(range(max(2, beats)), name="read_beat")
         r_fold = Signal(range(max(2, folds)), name="read_fold")
         r_bank = Signal(name="read_bank")
@@ -215,14 +224,23 @@ class LayerEngine(wiring.Component):
             buf_r.en.eq(advance),
             weight_r.addr.eq(w_addr),
             weight_r.en.eq(advance),
-            mac.i.p.x.eq(buf_r.data),
-            mac.i.p.w.eq(weight_r.data),
         ]
+        read_valid = Signal(name="read_valid")
+        read_first = Signal(name="read_first")
+        read_last = Signal(name="read_last")
+        x_reg = Signal(x_layout, name="x_reg", reset_less=True)
+        w_reg = Signal(w_layout, name="w_reg", reset_less=True)
+        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(w_reg)]
         with m.If(advance):
             m.d.sync += [
-                mac.i.valid.eq(available),
-                mac.i.p.first.eq(~r_beat.any()),
-                mac.i.p.last.eq(r_beat == beats - 1),
+                read_valid.eq(available),
+                read_first.eq(~r_beat.any()),
+                read_last.eq(r_beat == beats - 1),
+                mac.i.valid.eq(read_valid),
+                mac.i.p.first.eq(read_first),
+                mac.i.p.last.eq(read_last),
+                x_reg.eq(buf_r.data),
+                w_reg.eq(weight_r.data),
             ]
         with m.If(issue):
             with m.If(r_beat == beats - 1):

@@ -1,9 +1,11 @@
 """Pieces shared by the pipelined blocks."""
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["global_enable", "stage", "register_side_band"]
+__all__ = ["global_enable", "stage", "register_side_band", "SkidBuffer"]
 
 
 def global_enable(m, i, o):
@@ -39,3 +41,46 @@ def register_side_band(m, en, o, *, valid, overflow, last):
             o.p.overflow.eq(overflow),
             o.p.last.eq(last),
         ]
+
+
+class SkidBuffer(wiring.Component):
+    """A stream register slice that cuts the ``ready`` path: ``i.ready`` is a register.
+
+    A beat passes straight through while ``o`` is ready (no added latency); a beat offered
+    while ``o`` stalls is caught in the skid register, and ``i.ready`` falls for as long as the
+    skid register is full. So a global enable upstream (``~o.valid | o.ready`` of the block
+    that feeds ``i``) depends on flip-flops only, not on the consumer's ``ready``.
+
+    Parameters
+    ----------
+    layout : data layout
+        The payload of both streams.
+
+    Members
+    -------
+    i : In(stream.Signature(layout))
+    o : Out(stream.Signature(layout))
+
+    Timing: ``o.valid`` is ``i.valid`` or the skid register's valid (both registers upstream;
+    never a ``ready``), ``o.p`` is the skid register while it is full, else ``i.p``. Throughput
+    is one beat per cycle; nothing is lost, duplicated or reordered under any stall pattern.
+    """
+
+    def __init__(self, layout):
+        self.layout = layout
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self.layout, name="skid", reset_less=True)    # data: no reset
+        skid_valid = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~skid_valid),
+            self.o.valid.eq(skid_valid | self.i.valid),
+            self.o.p.eq(Mux(skid_valid, Value.cast(skid), Value.cast(self.i.p))),
+        ]
+        with m.If(self.i.valid & ~skid_valid & ~self.o.ready):
+            m.d.sync += [skid.eq(self.i.p), skid_valid.eq(1)]
+        with m.If(skid_valid & self.o.ready):
+            m.d.sync += skid_valid.eq(0)
+        return m

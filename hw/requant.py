@@ -452,24 +452,30 @@ class FoldRequantizer(wiring.Component):
         cur_group, cur_digit = group, digit
         digit_last = Signal()
         group_last = Signal()
+        # `room`: the buffer may take a fold (it is empty, or its last step is being issued), as
+        # a register computed from the next state, so that `i.ready` is `en` and one flip-flop.
+        room = Signal(init=1)
+        digit_next = Signal.like(digit)
+        group_next = Signal.like(group)
+        busy_next = Signal()
         m.d.comb += [
             en.eq(~self.o.valid | self.o.ready),
             digit_last.eq(digit == digits - 1),
             group_last.eq(group == groups - 1),
             issue.eq(busy & en),
             # A new fold enters the buffer while the last step of the previous one reads it.
-            self.i.ready.eq(en & (~busy | (digit_last & group_last))),
+            self.i.ready.eq(en & room),
             accept.eq(self.i.valid & self.i.ready),
+            digit_next.eq(Mux(issue, Mux(digit_last, 0, digit + 1), digit)),
+            group_next.eq(Mux(issue & digit_last, Mux(group_last, 0, group + 1), group)),
+            busy_next.eq(Mux(accept, 1, Mux(issue & digit_last & group_last, 0, busy))),
         ]
-        with m.If(issue):
-            with m.If(digit_last):
-                m.d.sync += [digit.eq(0), group.eq(Mux(group_last, 0, group + 1))]
-            with m.Else():
-                m.d.sync += digit.eq(digit + 1)
-        with m.If(accept):
-            m.d.sync += busy.eq(1)
-        with m.Elif(issue & digit_last & group_last):
-            m.d.sync += busy.eq(0)
+        m.d.sync += [
+            digit.eq(digit_next),
+            group.eq(group_next),
+            busy.eq(busy_next),
+            room.eq(~busy_next | ((digit_next == digits - 1) & (group_next == groups - 1))),
+        ]
 
         fold = Signal(range(max(2, cfg.out_beats)), name="fold")
         with m.If(issue & digit_last & group_last):
