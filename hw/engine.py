@@ -25,9 +25,10 @@ class LayerEngine(wiring.Component):
     An input vector arrives as ``beats = K/cols`` beats of ``cols`` consecutive activations. It is
     written into one bank of a double-buffered input memory (``2·beats`` words) and re-read once
     per output fold; fold ``j`` issues ``beats`` MAC beats with the weight tiles of output
-    channels ``[j·rows, (j+1)·rows)``. A beat of fold 0 is issued in the same cycle as it arrives
-    (the buffer read port is transparent to its write port), so fold 0 needs no extra pass; the
-    next vector is loaded into the other bank while the current one computes its later folds.
+    channels ``[j·rows, (j+1)·rows)``. A beat of fold 0 is issued in the cycle after it was
+    written (the reader's ``available`` depends on registers only, not on ``i.valid``), so fold 0
+    needs no extra pass; the next vector is loaded into the other bank while the current one
+    computes its later folds.
     The MAC results go through the requantizer (:class:`FoldRequantizer`: ``cfg.requant_lanes``
     lanes time-multiplexed over the ``rows`` results of a fold, with ``M``, ``B`` and the shift
     index of each step read from a parameter memory, and a shifter over only the shifts ``S``
@@ -63,12 +64,12 @@ class LayerEngine(wiring.Component):
     Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
     of ``n`` vectors takes ``out_beats·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
     n·out_beats·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
-    always ready. ``latency = 2 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
+    always ready. ``latency = 3 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
     transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
-    (The 2 are the memory read and the register of the read data, so that no block-RAM output
-    drives logic.) Backpressure on ``o`` stalls the whole pipeline (global enables) one cycle
+    (The 3 are the write of the last beat into the buffer, its read, and the register of the read
+    data, so that no block-RAM output drives logic.) Backpressure on ``o`` stalls the whole pipeline (global enables) one cycle
     late: ``o`` leaves a :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on
     ``o.ready``. Nothing is lost, duplicated or reordered, and no ``valid`` depends on a
     ``ready``. A synchronous reset of the ``sync`` domain discards every partial vector and
@@ -114,7 +115,7 @@ class LayerEngine(wiring.Component):
                                             mul_plan=mul_plan)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
-        self.latency = 2 + self._mac.latency + self._requant.latency
+        self.latency = 3 + self._mac.latency + self._requant.latency
         #: MAC cycles per input vector at full rate.
         self.cycles_per_vector = cfg.out_beats * cfg.beats
         super().__init__({
@@ -208,7 +209,7 @@ class LayerEngine(wiring.Component):
         r_fold = Signal(range(max(2, folds)), name="read_fold")
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
-        buf_r = buffer.read_port(transparent_for=(buf_w,))
+        buf_r = buffer.read_port()
         weight_r = weights.read_port()
         advance = Signal()
         available = Signal()
@@ -216,8 +217,9 @@ class LayerEngine(wiring.Component):
         finished = Signal(name="vector_finished")
         m.d.comb += [
             advance.eq(~mac.i.valid | mac.i.ready),
-            # Beat `r_beat` of the vector being read is in the buffer, or arrives right now.
-            available.eq((pending != 0) | (r_beat != w_beat) | self.i.valid),
+            # Beat `r_beat` of the vector being read is in the buffer (written in an earlier
+            # cycle: the read never meets the write of the same word).
+            available.eq((pending != 0) | (r_beat != w_beat)),
             issue.eq(advance & available),
             finished.eq(issue & (r_fold == folds - 1) & (r_beat == beats - 1)),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
