@@ -213,13 +213,15 @@ class LayerEngine(wiring.Component):
         weight_r = weights.read_port()
         advance = Signal()
         available = Signal()
+        lead = Signal(name="write_lead")
         issue = Signal()
         finished = Signal(name="vector_finished")
         m.d.comb += [
             advance.eq(~mac.i.valid | mac.i.ready),
             # Beat `r_beat` of the vector being read is in the buffer (written in an earlier
-            # cycle: the read never meets the write of the same word).
-            available.eq((pending != 0) | (r_beat != w_beat)),
+            # cycle: the read never meets the write of the same word): the writer is on a later
+            # vector, or (`lead`) on the same one and ahead of the reader.
+            available.eq((pending != 0) | lead),
             issue.eq(advance & available),
             finished.eq(issue & (r_fold == folds - 1) & (r_beat == beats - 1)),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
@@ -253,6 +255,20 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [r_fold.eq(r_fold + 1), w_addr.eq(w_addr + 1)]
             with m.Else():
                 m.d.sync += [r_beat.eq(r_beat + 1), w_addr.eq(w_addr + 1)]
+
+        # `lead`: the writer, on the reader's vector, has written the beat that the reader issues
+        # in the next cycle. A register from registers and `write` only (not from `issue`, whose
+        # enable chain is long): with `d = (w_beat - r_beat) mod beats` after this cycle's write,
+        # it is `d >= 1` when the reader cannot issue in this cycle (nothing `available`), else
+        # `d >= 2` (as if it issued: under a stall this holds the reader back by one beat, never
+        # lets it run ahead). When the writer finishes the vector, `pending` takes over.
+        def d_is(k):
+            ahead = r_beat + k
+            return w_beat == Mux(ahead >= beats, ahead - beats, ahead)
+        with m.If(write):            # d + 1 (mod beats) >= 1, >= 2
+            m.d.sync += lead.eq(~d_is(beats - 1) & (~available | ~d_is(0)))
+        with m.Else():
+            m.d.sync += lead.eq(~d_is(0) & (~available | ~d_is(1)))
 
         with m.If(written & ~finished):
             m.d.sync += pending.eq(pending + 1)
