@@ -270,10 +270,8 @@ class LayerEngine(wiring.Component):
         with m.Else():
             m.d.sync += lead.eq(~d_is(0) & (~available | ~d_is(1)))
 
-        with m.If(written & ~finished):
-            m.d.sync += pending.eq(pending + 1)
-        with m.Elif(finished & ~written):
-            m.d.sync += pending.eq(pending - 1)
+        # As one sum (no clock enable): the enable would be one more logic level after `issue`.
+        m.d.sync += pending.eq(pending + written - finished)
 
         if self.requant_style == "threshold":
             self._feed_thresholds(m, mac, requant, params)

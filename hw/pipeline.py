@@ -20,12 +20,14 @@ def global_enable(m, i, o):
     return en
 
 
-def stage(m, en, prefix, **values):
+def stage(m, en, prefix, *, reset_less=False, **values):
     """Register each of ``values`` while ``en`` is high (one pipeline stage of side-band
-    signals). Returns the registers in the same order, named ``{prefix}_{key}``."""
+    signals). Returns the registers in the same order, named ``{prefix}_{key}``; with
+    ``reset_less``, they have no reset (data that means something only beside a valid bit that
+    has one: fewer flip-flops on the high fan-out reset net)."""
     registers = []
     for key, value in values.items():
-        register = Signal(value.shape(), name=f"{prefix}_{key}")
+        register = Signal(value.shape(), name=f"{prefix}_{key}", reset_less=reset_less)
         with m.If(en):
             m.d.sync += register.eq(value)
         registers.append(register)

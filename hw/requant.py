@@ -494,8 +494,9 @@ class FoldRequantizer(wiring.Component):
         params = self.params.data
 
         # -- the buffered fold ---------------------------------------------------------------
-        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc")
-        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow")
+        # Data registers have no reset (only valid bits, counters and `base` do).
+        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc", reset_less=True)
+        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow", reset_less=True)
         with m.If(accept):
             m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
 
@@ -515,7 +516,8 @@ class FoldRequantizer(wiring.Component):
                       "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
             if len(self.shifts) > 1:
                 values["select"] = params.sel[lane]
-            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", **values))))
+            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", reset_less=True,
+                                                         **values))))
 
         # -- stage 1: the addends of the digit product acc·M_j + B_j: the product itself
         # ("dsp") or its radix-4 Booth terms ("lut", each a choice of 0, acc, 2·acc, inverted
@@ -534,7 +536,8 @@ class FoldRequantizer(wiring.Component):
             values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
                 values["select"] = operand["select"]
-            side.append(dict(zip(values, stage(m, en, f"term_{lane}", **values))))
+            side.append(dict(zip(values, stage(m, en, f"term_{lane}", reset_less=True,
+                                                     **values))))
 
         # -- stages 2 ..: the adder tree of each lane, a register after every level, modulo
         # 2^loop_bits (the sum T_j fits loop_bits signed bits, so the digit product may wrap) --
@@ -548,7 +551,7 @@ class FoldRequantizer(wiring.Component):
                                for k in range(0, len(nodes), 2)]
                 values = side[lane]
                 side[lane] = dict(zip(values, stage(m, en, f"tree_l{level + 1}_{lane}",
-                                                    **values)))
+                                                    reset_less=True, **values)))
         t_valid, t_first, t_final, t_group, t_last = control
 
         # -- the running sum: T = floor(T / 2^d) + acc·M_j + B_j, the low bits kept ------------
@@ -561,12 +564,12 @@ class FoldRequantizer(wiring.Component):
         for lane in range(lanes):
             (digit_product, shift), = trees[lane]
             assert shift == 0
-            total = Signal(signed(self.loop_bits), name=f"sum_{lane}")
+            total = Signal(signed(self.loop_bits), name=f"sum_{lane}", reset_less=True)
             # `base` is floor(T / 2^d) for the next digit, already 0 before a first digit, so
             # that no multiplexer stands between the registers and the adder.
             base = Signal(signed(self.loop_bits - d), name=f"sum_base_{lane}")
             total_next = Signal(signed(self.loop_bits), name=f"sum_next_{lane}")
-            low = Signal(max(1, low_bits), name=f"sum_low_{lane}")
+            low = Signal(max(1, low_bits), name=f"sum_low_{lane}", reset_less=True)
             m.d.comb += total_next.eq(base + digit_product)
             with m.If(en & t_valid):
                 m.d.sync += [total.eq(total_next),
@@ -574,7 +577,7 @@ class FoldRequantizer(wiring.Component):
                 if low_bits:
                     with m.If(~t_first):
                         m.d.sync += low.eq(Cat(low[d:], total[:d]))
-            s2 = stage(m, en, f"sum_{lane}", **side[lane])
+            s2 = stage(m, en, f"sum_{lane}", reset_less=True, **side[lane])
             totals.append(total)
             lows.append(low)
             s2_flags.append(s2[0])
@@ -600,7 +603,7 @@ class FoldRequantizer(wiring.Component):
 
     @staticmethod
     def _register(m, en, name, value):
-        register = Signal(value.shape(), name=name)
+        register = Signal(value.shape(), name=name, reset_less=True)
         with m.If(en):
             m.d.sync += register.eq(value)
         return register
@@ -622,7 +625,7 @@ class FoldRequantizer(wiring.Component):
             one = mid ^ low
             two = (high & ~mid & ~low) | (~high & mid & low)
             magnitude = Mux(one, acc, Mux(two, acc << 1, 0))
-            term = Signal(signed(width), name=f"term_{lane}_{k}")
+            term = Signal(signed(width), name=f"term_{lane}_{k}", reset_less=True)
             with m.If(en):
                 m.d.sync += term.eq(magnitude ^ high.replicate(width))
             terms.append((term, 2 * k))
@@ -638,7 +641,7 @@ class FoldRequantizer(wiring.Component):
         (a, sa), (b, sb) = sorted(pair, key=lambda node: node[1])
         gap = sb - sa
         width = self.loop_bits - sa
-        node = Signal(signed(width), name=name)
+        node = Signal(signed(width), name=name, reset_less=True)
         high = (a >> gap) + b if gap else a + b
         if gap:
             a_low = Cat(*(a[min(j, len(a) - 1)] for j in range(gap)))    # sign-extended
