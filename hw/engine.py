@@ -68,12 +68,12 @@ class LayerEngine(wiring.Component):
     transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
-    (The 3 are the write of the last beat into the buffer, its read, and the register of the read
-    data, so that no block-RAM output drives logic.) Backpressure on ``o`` stalls the whole pipeline (global enables) one cycle
-    late: ``o`` leaves a :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on
-    ``o.ready``. Nothing is lost, duplicated or reordered, and no ``valid`` depends on a
-    ``ready``. A synchronous reset of the ``sync`` domain discards every partial vector and
-    every result in flight.
+    (The 3 are the write of the last beat into the buffer, its read, and the register of the
+    read data, so that no block-RAM output drives logic.) Backpressure on ``o`` stalls the whole
+    pipeline (global enables) one cycle late: ``o`` leaves a
+    :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
+    lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
+    of the ``sync`` domain discards every partial vector and every result in flight.
 
     Raises
     ------

@@ -191,14 +191,22 @@ class FoldRequantizer(wiring.Component):
     cycles. This unit takes them into a buffer and requantizes them with ``lanes =
     cfg.requant_lanes`` lanes: lane ``l`` handles channels ``g·lanes + l`` of the fold in
     ``groups = ceil(rows / lanes)`` consecutive steps ``g``. Each step spreads the multiply
-    ``acc·M`` over ``digits`` cycles (``digits·groups <= beats``): ``M`` is cut into ``digits``
-    digits of ``digit_bits`` bits (the top one signed, the others unsigned), and
+    ``acc·M`` over ``digits`` cycles (``digits·groups <= beats``): ``M`` and ``B`` are cut into
+    ``digits`` digits of ``d = digit_bits`` bits (the top one signed, the others unsigned), and
 
-        T_0 = B + acc·M_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j
+        T_0 = acc·M_0 + B_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j + B_j
 
     with the ``d`` low bits of each ``T_{j-1}`` kept, so that ``acc·M + B = T_last·2^(d·(digits
     - 1)) + low`` exactly (each step is an exact floor division with its remainder kept; when
-    every shift is at least ``d·(digits - 1)``, no low bit is kept at all). The right
+    every shift is at least ``d·(digits - 1)``, no low bit is kept at all). Every ``T_j`` but the
+    last fits ``acc_bits + d`` signed bits (its digits of ``M`` and ``B`` are unsigned), so the
+    running sum is ``loop_bits`` wide, not the full sum's width; the adder of that loop has
+    registers on both inputs (``floor(T / 2^d)`` is registered already zeroed before a first
+    digit). The digit product ``acc·M_j + B_j`` is pipelined: in a ``"dsp"`` lane a registered
+    ``*`` and ``B_j``, in a ``"lut"`` lane its ``ceil((d + 1) / 2)`` radix-4 Booth terms (each
+    ``0``, ``±acc`` or ``±2·acc``, a negative one formed as ``~(|q|·acc) = q·acc - 1``; those ones
+    are added to ``B_j`` in the parameter memory, :meth:`booth_correction`) and ``B_j``, summed by
+    an adder tree with a register after every level (``tree_levels``). The right
     shift is a multiplexer over the distinct shifts ``shifts`` that the baked-in ``S`` uses (a
     constant with one shift, as with ``cfg.shared_shift``), each clamped like
     :func:`clamp_output`. The output beat holds all ``rows`` results, as :class:`Requantizer`'s.
@@ -212,7 +220,7 @@ class FoldRequantizer(wiring.Component):
     measured on the example layer), else ``"select"``.
 
     The parameters come from a memory outside the unit (the engine's): word ``(f·groups +
-    g)·digits + j`` holds digit ``j`` of ``M``, ``B`` and the shift index of the ``lanes``
+    g)·digits + j`` holds digit ``j`` of ``M`` and of ``B`` and the shift index of the ``lanes``
     channels of step ``g`` of fold ``f`` (:meth:`param_words`); the unit reads it through
     ``params``, so no digit multiplexer is needed.
 
@@ -237,14 +245,15 @@ class FoldRequantizer(wiring.Component):
         ``addr`` one cycle ahead of the step that uses the word.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 4`` when ``o`` does not stall (its steps are
-    issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand, product,
-    sum and output registers); ``i`` takes a new beat every
+    latency`` with ``latency = groups·digits + 4 + tree_levels`` when ``o`` does not stall (its
+    steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand
+    and term registers, the adder tree, the sum and the output register; lanes with a shallower
+    tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
     the previous one), so the MAC array never waits at full rate. One global enable ``en =
-    ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` while no step
-    of the buffered fold is left but the current one), so nothing is lost, duplicated or
-    reordered; ``o.valid`` never depends on ``o.ready``.
+    ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` and a register
+    that says no step of the buffered fold is left but the current one), so nothing is lost,
+    duplicated or reordered; ``o.valid`` never depends on ``o.ready``.
     """
 
     def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None):
@@ -474,8 +483,20 @@ class FoldRequantizer(wiring.Component):
             digit.eq(digit_next),
             group.eq(group_next),
             busy.eq(busy_next),
-            room.eq(~busy_next | ((digit_next == digits - 1) & (group_next == groups - 1))),
         ]
+        # The next `room`, without counting through `digit_next` and `group_next`: after an
+        # accept the buffer starts a fold at its first step (room only when it is also the last);
+        # after an issue, room when the fold ends or the issued step was the last but one.
+        if digits > 1:
+            last_but_one = (digit == digits - 2) & group_last
+        elif groups > 1:
+            last_but_one = group == groups - 2
+        else:
+            last_but_one = Const(0, 1)
+        with m.If(accept):
+            m.d.sync += room.eq(digits == 1 and groups == 1)
+        with m.Elif(issue):
+            m.d.sync += room.eq((digit_last & group_last) | last_but_one)
 
         fold = Signal(range(max(2, cfg.out_beats)), name="fold")
         with m.If(issue & digit_last & group_last):
