@@ -112,7 +112,7 @@ class LayerEngine(wiring.Component):
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
-                                            mul_plan=mul_plan)
+                                            mul_plan=mul_plan, registered_enable=True)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 3 + self._mac.latency + self._requant.latency
@@ -159,6 +159,8 @@ class LayerEngine(wiring.Component):
         # the reader's) independent of `o.ready`.
         m.submodules.output = output = SkidBuffer(layouts.engine_output_layout(cfg))
         wiring.connect(m, requant.o, output.i)
+        if self.requant_style != "threshold":
+            m.d.comb += requant.o_ready_next.eq(output.ready_next)
         wiring.connect(m, wiring.flipped(self.o), output.o)
 
         x_layout = layouts.engine_input_layout(cfg)["x"].shape

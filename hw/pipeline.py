@@ -62,6 +62,9 @@ class SkidBuffer(wiring.Component):
     -------
     i : In(stream.Signature(layout))
     o : Out(stream.Signature(layout))
+    ready_next : Out(1)
+        The value ``i.ready`` takes in the next cycle (a function of this cycle's ``i.valid``
+        and ``o.ready``), so that the producer can register its own enable.
 
     Timing: ``o.valid`` is ``i.valid`` or the skid register's valid (both registers upstream;
     never a ``ready``), ``o.p`` is the skid register while it is full, else ``i.p``. Throughput
@@ -70,7 +73,8 @@ class SkidBuffer(wiring.Component):
 
     def __init__(self, layout):
         self.layout = layout
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
+                          "ready_next": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -80,6 +84,7 @@ class SkidBuffer(wiring.Component):
             self.i.ready.eq(~skid_valid),
             self.o.valid.eq(skid_valid | self.i.valid),
             self.o.p.eq(Mux(skid_valid, Value.cast(skid), Value.cast(self.i.p))),
+            self.ready_next.eq(Mux(skid_valid, self.o.ready, ~self.i.valid | self.o.ready)),
         ]
         with m.If(self.i.valid & ~skid_valid & ~self.o.ready):
             m.d.sync += [skid.eq(self.i.p), skid_valid.eq(1)]

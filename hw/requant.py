@@ -232,6 +232,10 @@ class FoldRequantizer(wiring.Component):
     shift_style : {"select", "align", "auto"}
     mul_plan : MulPlan, optional
         ``mul_plan.requant[l]`` builds the multiply of lane ``l``.
+    registered_enable : bool
+        Make the global enable a flip-flop (for its fan-out): the consumer of ``o`` must then
+        tell, on ``o_ready_next``, the value ``o.ready`` will have in the next cycle (a
+        :class:`~qmac.hw.pipeline.SkidBuffer`'s ``ready_next``).
 
     Members
     -------
@@ -243,6 +247,8 @@ class FoldRequantizer(wiring.Component):
     params : In(ReadPort.Signature(...))
         A synchronous read port of the parameter memory (``en`` stays high); the unit drives
         ``addr`` one cycle ahead of the step that uses the word.
+    o_ready_next : In(1)
+        With ``registered_enable`` only: ``o.ready`` of the next cycle.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
     latency`` with ``latency = groups·digits + 4 + tree_levels`` when ``o`` does not stall (its
@@ -256,7 +262,8 @@ class FoldRequantizer(wiring.Component):
     duplicated or reordered; ``o.valid`` never depends on ``o.ready``.
     """
 
-    def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None):
+    def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None,
+                registered_enable=False):
         cls._check_shifts(cfg, shifts)
         if shift_style not in SHIFT_STYLES:
             raise ValueError(f"shift_style must be one of "
@@ -275,7 +282,8 @@ class FoldRequantizer(wiring.Component):
                              f"(s_max), not {shifts!r}")
         return shifts
 
-    def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None):
+    def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None,
+                 registered_enable=False):
         self.cfg = cfg
         #: The shifts the parameters use.
         self.used_shifts = self._check_shifts(cfg, shifts)
@@ -329,12 +337,16 @@ class FoldRequantizer(wiring.Component):
         #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
         self.latency = self.groups * self.digits + 4 + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
-        super().__init__({
+        self.registered_enable = bool(registered_enable)
+        members = {
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
             "params": In(ReadPort.Signature(addr_width=(self.depth - 1).bit_length(),
                                             shape=self.param_layout)),
-        })
+        }
+        if self.registered_enable:
+            members["o_ready_next"] = In(1)
+        super().__init__(members)
 
     @property
     def param_layout(self):
@@ -451,7 +463,14 @@ class FoldRequantizer(wiring.Component):
         lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
         m = Module()
 
-        en = Signal()
+        en = Signal(init=1, name="enable")
+        out_valid = Signal()                 # the next o.valid, while `en`
+        if self.registered_enable:
+            # `en` is a flip-flop that always equals `~o.valid | o.ready`: it takes that
+            # expression of the next `o.valid` and of `o_ready_next`.
+            m.d.sync += en.eq(~Mux(en, out_valid, self.o.valid) | self.o_ready_next)
+        else:
+            m.d.comb += en.eq(~self.o.valid | self.o.ready)
         busy = Signal()                      # the buffer holds a fold with steps left
         accept = Signal()
         issue = Signal()
@@ -468,7 +487,6 @@ class FoldRequantizer(wiring.Component):
         group_next = Signal.like(group)
         busy_next = Signal()
         m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
             digit_last.eq(digit == digits - 1),
             group_last.eq(group == groups - 1),
             issue.eq(busy & en),
@@ -605,9 +623,10 @@ class FoldRequantizer(wiring.Component):
             s2_selects.append(s2[1] if len(s2) > 1 else None)
 
         # -- the last stage: shift and clamp into the output beat -----------------------------
+        m.d.comb += out_valid.eq(s2_valid & (s2_group == groups - 1))
         with m.If(en):
-            m.d.sync += self.o.valid.eq(s2_valid & (s2_group == groups - 1))
-            with m.If(s2_valid & (s2_group == groups - 1)):
+            m.d.sync += self.o.valid.eq(out_valid)
+            with m.If(out_valid):
                 m.d.sync += self.o.p.last.eq(s2_last)
         for lane in range(lanes):
             full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from qmac.hw import layouts
 from qmac.hw.config import LayerConfig
 from qmac.hw.multiply import MulPlan
+from qmac.hw.pipeline import SkidBuffer
 from qmac.hw.requant import FoldRequantizer, Requantizer, distinct_shifts
 from qmac.sim import beats, golden
 from harness import grid, measure_latency, rq_id, stream_test
@@ -106,9 +107,10 @@ def test_requantizer_grid(cfg):
 class FoldHarness(wiring.Component):
     """A :class:`FoldRequantizer` with its parameter memory, as the layer engine builds it."""
 
-    def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None):
+    def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None,
+                 registered_enable=False):
         self.rq = FoldRequantizer(cfg, distinct_shifts(S), shift_style=shift_style,
-                                  mul_plan=mul_plan)
+                                  mul_plan=mul_plan, registered_enable=registered_enable)
         self.image = self.rq.param_words(M, B, S)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -121,7 +123,13 @@ class FoldHarness(wiring.Component):
         m.submodules.params = params = Memory(shape=rq.param_layout, depth=rq.depth,
                                               init=self.image)
         wiring.connect(m, wiring.flipped(self.i), rq.i)
-        wiring.connect(m, wiring.flipped(self.o), rq.o)
+        if self.rq.registered_enable:       # as the engine: through a skid buffer
+            m.submodules.skid = skid = SkidBuffer(layouts.requant_output_layout(self.rq.cfg))
+            wiring.connect(m, rq.o, skid.i)
+            wiring.connect(m, wiring.flipped(self.o), skid.o)
+            m.d.comb += rq.o_ready_next.eq(skid.ready_next)
+        else:
+            wiring.connect(m, wiring.flipped(self.o), rq.o)
         wiring.connect(m, rq.params, params.read_port())
         return m
 
@@ -157,9 +165,11 @@ def fold_beats(cfg, acc, flags):
     return beats.pack_columns(layout, columns, count)
 
 
-def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None):
+def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None,
+                       registered_enable=False):
     cfg, acc, M, B, S, flags = fold_problem(cfg, seed, count, vectors)
-    dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan)
+    dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan,
+                      registered_enable=registered_enable)
     got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.out_beats, seed=seed)
     y = golden.requantize(cfg, acc, M, B, S)
     for k, out in enumerate(got):
@@ -205,6 +215,14 @@ def test_fold_requantizer(cfg):
     assert rq.groups * rq.digits <= cfg.beats
     # Steps, then the operand and term registers, the adder tree, the sum and the output.
     assert rq.latency == rq.groups * rq.digits + 4 + rq.tree_levels
+
+
+@pytest.mark.parametrize("cfg", FOLD_CONFIGS, ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
+def test_fold_requantizer_registered_enable(cfg):
+    """The global enable as a flip-flop fed by a skid buffer's ready_next: the same outputs
+    under stalls."""
+    rq = check_fold_requant(cfg, seed=9, registered_enable=True)
+    assert "o_ready_next" in dict(rq.signature.members)
 
 
 @pytest.mark.parametrize("cfg", FOLD_CONFIGS[1::2], ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
