@@ -8,7 +8,7 @@
   baked-in ``S`` uses.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -606,13 +606,18 @@ class FoldRequantizer(wiring.Component):
             total = Signal(signed(self.loop_bits), name=f"sum_{lane}", reset_less=True)
             # `base` is floor(T / 2^d) for the next digit, already 0 before a first digit, so
             # that no multiplexer stands between the registers and the adder.
-            base = Signal(signed(self.loop_bits - d), name=f"sum_base_{lane}")
+            # Its zeroing is a synchronous reset of its own (the domain's reset included, so it
+            # is 0 after any reset too), so that no logic follows the adder either.
+            base = Signal(signed(self.loop_bits - d), name=f"sum_base_{lane}", reset_less=True)
             total_next = Signal(signed(self.loop_bits), name=f"sum_next_{lane}")
             low = Signal(max(1, low_bits), name=f"sum_low_{lane}", reset_less=True)
             m.d.comb += total_next.eq(base + digit_product)
+            with m.If(ResetSignal() | (en & t_valid & t_final)):
+                m.d.sync += base.eq(0)
+            with m.Elif(en & t_valid):
+                m.d.sync += base.eq(total_next >> d)
             with m.If(en & t_valid):
-                m.d.sync += [total.eq(total_next),
-                             base.eq(Mux(t_final, 0, total_next >> d))]
+                m.d.sync += total.eq(total_next)
                 if low_bits:
                     with m.If(~t_first):
                         m.d.sync += low.eq(Cat(low[d:], total[:d]))

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Module
+from amaranth.hdl import ClockDomain, Fragment, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -19,7 +19,8 @@ from qmac.hw.multiply import MulPlan
 from qmac.hw.pipeline import SkidBuffer
 from qmac.hw.requant import FoldRequantizer, Requantizer, distinct_shifts
 from qmac.sim import beats, golden
-from harness import grid, measure_latency, rq_id, stream_test
+from harness import (GAP, STALL, expect_idle, grid, measure_latency, rq_id, run, stream_get,
+                     stream_put, stream_test)
 from vectors import requant_lane_beats, requant_stimulus
 
 
@@ -223,6 +224,51 @@ def test_fold_requantizer_registered_enable(cfg):
     under stalls."""
     rq = check_fold_requant(cfg, seed=9, registered_enable=True)
     assert "o_ready_next" in dict(rq.signature.members)
+
+
+@pytest.mark.parametrize("cut", [2, 5, 8, 11, 14])
+def test_fold_requantizer_reset_mid_step(cut):
+    """A synchronous reset ``cut`` cycles after a fold entered (in the middle of its digit
+    steps, with a running sum in flight) leaves nothing behind: the next folds are exact."""
+    # Outputs inside the clamp bounds (y = acc + small), so that any stale sum shows.
+    cfg = FOLD_CONFIGS[1].replace(out_features=8)
+    rng = random.Random(cut)
+    M = np.array([(1 << 20) + rng.randint(0, 1 << 12) for _ in range(cfg.N)], dtype=object)
+    B = np.array([rng.randint(0, 1 << 20) for _ in range(cfg.N)], dtype=object)
+    S = np.array([20, 21] * (cfg.N // 2), dtype=object)
+    acc = np.array([[rng.randint(cfg.acc_min, cfg.acc_max) for _ in range(cfg.N)],
+                    [rng.randint(0, 120) for _ in range(cfg.N)]], dtype=object)
+    flags = np.zeros_like(acc)
+    dut = FoldHarness(cfg, M, B, S, registered_enable=True)
+    assert dut.rq.groups * dut.rq.digits == 16               # steps in flight for 16 cycles
+    top = Module()
+    top.domains.sync = sync = ClockDomain("sync")
+    top.submodules.dut = dut
+    got, phase = [], {"reset": False}
+
+    async def producer(ctx):
+        await stream_put(ctx, dut.i, fold_beats(cfg, acc[:1], flags[:1])[0])
+        for _ in range(cut):
+            await ctx.tick()
+        ctx.set(sync.rst, 1)
+        await ctx.tick()
+        ctx.set(sync.rst, 0)
+        phase["reset"] = True
+        for beat in fold_beats(cfg, acc[1:], flags[1:]):
+            await stream_put(ctx, dut.i, beat, rng=random.Random(cut), gap=GAP)
+
+    async def consumer(ctx):
+        rng = random.Random(cut + 1)
+        while not phase["reset"]:                # the stale fold stays in the unit
+            await ctx.tick()
+        for _ in range(cfg.out_beats):
+            got.append(await stream_get(ctx, dut.o, rng=rng, stall=STALL))
+        await expect_idle(ctx, dut.o, 16)
+
+    run(top, producer, consumer, deadline=2000)
+    y = golden.requantize(cfg, acc[1:], M, B, S)
+    assert [[int(v) for v in out.y] for out in got] == \
+        [[int(v) for v in y[0, f * cfg.rows:(f + 1) * cfg.rows]] for f in range(cfg.out_beats)]
 
 
 @pytest.mark.parametrize("cfg", FOLD_CONFIGS[1::2], ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
