@@ -335,7 +335,7 @@ class FoldRequantizer(wiring.Component):
         b_hi = max((1 << d) - 1 if self.digits > 1 else 0, b_top_hi) + correction
         self.b_field_bits = signed_width(b_lo, b_hi)
         #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = self.groups * self.digits + 4 + self.tree_levels
+        self.latency = self.groups * self.digits + 5 + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         self.registered_enable = bool(registered_enable)
         members = {
@@ -596,6 +596,8 @@ class FoldRequantizer(wiring.Component):
         # -- the running sum: T = floor(T / 2^d) + acc·M_j + B_j, the low bits kept ------------
         s2_valid, s2_group, s2_last = stage(
             m, en, "sum", valid=t_valid & t_final, group=t_group, last=t_last)
+        s2_valid, s2_group, s2_last = stage(
+            m, en, "total", valid=s2_valid, group=s2_group, last=s2_last)
         # The low bits of the sum only matter when a shift is smaller than their count.
         low_bits = d * (digits - 1) if self.shifts[0] < d * (digits - 1) else 0
         drop = d * (digits - 1) - low_bits          # bits of the sum below `total` left out
@@ -603,25 +605,41 @@ class FoldRequantizer(wiring.Component):
         for lane in range(lanes):
             (digit_product, shift), = trees[lane]
             assert shift == 0
-            total = Signal(signed(self.loop_bits), name=f"sum_{lane}", reset_less=True)
-            # `base` is floor(T / 2^d) for the next digit, already 0 before a first digit, so
-            # that no multiplexer stands between the registers and the adder.
-            # Its zeroing is a synchronous reset of its own (the domain's reset included, so it
-            # is 0 after any reset too), so that no logic follows the adder either.
+            # `base + carry` is floor(T / 2^d) for the next digit, already 0 before a first
+            # digit (zeroed by its own synchronous reset, the domain reset included), so that no
+            # logic stands before or after the loop adder. The adder is split at bit `d`: the
+            # high part does not wait for the carry out of the low part, which is kept in
+            # `carry` and enters the next digit's low part as its carry in (the true sum is
+            # `Cat(low_part, high_part + carry)`, resolved after the final digit).
             base = Signal(signed(self.loop_bits - d), name=f"sum_base_{lane}", reset_less=True)
-            total_next = Signal(signed(self.loop_bits), name=f"sum_next_{lane}")
+            carry = Signal(name=f"sum_carry_{lane}", reset_less=True)
+            low_part = Signal(d + 1, name=f"sum_lowpart_{lane}")
+            high_part = Signal(signed(self.loop_bits - d), name=f"sum_highpart_{lane}")
+            total = Signal(signed(self.loop_bits), name=f"sum_{lane}", reset_less=True)
             low = Signal(max(1, low_bits), name=f"sum_low_{lane}", reset_less=True)
-            m.d.comb += total_next.eq(base + digit_product)
+            m.d.comb += [
+                low_part.eq(base[:d] + digit_product[:d] + carry),
+                high_part.eq((base >> d) + (digit_product >> d)),
+            ]
             with m.If(ResetSignal() | (en & t_valid & t_final)):
-                m.d.sync += base.eq(0)
+                m.d.sync += [base.eq(0), carry.eq(0)]
             with m.Elif(en & t_valid):
-                m.d.sync += base.eq(total_next >> d)
+                m.d.sync += [base.eq(high_part), carry.eq(low_part[d])]
+            # The final digit's sum, its carry resolved (one more register stage).
+            final_low = Signal(d, name=f"sum_final_low_{lane}", reset_less=True)
+            final_high = Signal(signed(self.loop_bits - d), name=f"sum_final_high_{lane}",
+                                reset_less=True)
+            final_carry = Signal(name=f"sum_final_carry_{lane}", reset_less=True)
             with m.If(en & t_valid):
-                m.d.sync += total.eq(total_next)
+                m.d.sync += [final_low.eq(low_part[:d]), final_high.eq(high_part),
+                             final_carry.eq(low_part[d])]
                 if low_bits:
                     with m.If(~t_first):
-                        m.d.sync += low.eq(Cat(low[d:], total[:d]))
+                        m.d.sync += low.eq(Cat(low[d:], final_low))
+            with m.If(en):
+                m.d.sync += total.eq(Cat(final_low, final_high + final_carry))
             s2 = stage(m, en, f"sum_{lane}", reset_less=True, **side[lane])
+            s2 = stage(m, en, f"total_{lane}", reset_less=True, **dict(zip(side[lane], s2)))
             totals.append(total)
             lows.append(low)
             s2_flags.append(s2[0])

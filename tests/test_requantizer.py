@@ -214,8 +214,9 @@ def test_fold_requantizer(cfg):
     # The unit keeps up with the MAC array: a fold every `beats` cycles at most.
     assert rq.lanes == -(-cfg.rows // cfg.beats)
     assert rq.groups * rq.digits <= cfg.beats
-    # Steps, then the operand and term registers, the adder tree, the sum and the output.
-    assert rq.latency == rq.groups * rq.digits + 4 + rq.tree_levels
+    # Steps, then the operand and term registers, the adder tree, the sum (its carry kept),
+    # the sum with the carry resolved, and the output.
+    assert rq.latency == rq.groups * rq.digits + 5 + rq.tree_levels
 
 
 @pytest.mark.parametrize("cfg", FOLD_CONFIGS, ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
@@ -298,7 +299,7 @@ def test_fold_requantizer_shapes():
     assert (full_rate.lanes, full_rate.groups, full_rate.digits) == (3, 1, 1)
     # One digit (2 Booth terms and B: 2 tree levels) after the buffer and operand registers.
     assert full_rate.tree_levels == 2
-    assert full_rate.latency == 1 + 1 + 1 + 2 + 1 + 1
+    assert full_rate.latency == 1 + 1 + 1 + 2 + 1 + 1 + 1
     assert "sel" not in dict(full_rate.param_layout)
     for block in (rq, full_rate):
         Fragment.get(block, None)           # used: no UnusedElaboratable warning
