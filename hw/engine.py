@@ -209,6 +209,8 @@ class LayerEngine(wiring.Component):
         # Both advance only when `mac.i` is free or transferring, so a stall holds them.
         r_beat = Signal(range(max(2, beats)), name="read_beat")
         r_fold = Signal(range(max(2, folds)), name="read_fold")
+        r_beat_last = Signal(init=beats == 1, name="read_beat_last")
+        r_fold_last = Signal(init=folds == 1, name="read_fold_last")
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
         buf_r = buffer.read_port()
@@ -225,7 +227,7 @@ class LayerEngine(wiring.Component):
             # vector, or (`lead`) on the same one and ahead of the reader.
             available.eq((pending != 0) | lead),
             issue.eq(advance & available),
-            finished.eq(issue & (r_fold == folds - 1) & (r_beat == beats - 1)),
+            finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
             buf_r.en.eq(advance),
             weight_r.addr.eq(w_addr),
@@ -241,7 +243,7 @@ class LayerEngine(wiring.Component):
             m.d.sync += [
                 read_valid.eq(available),
                 read_first.eq(~r_beat.any()),
-                read_last.eq(r_beat == beats - 1),
+                read_last.eq(r_beat_last),
                 mac.i.valid.eq(read_valid),
                 mac.i.p.first.eq(read_first),
                 mac.i.p.last.eq(read_last),
@@ -249,9 +251,14 @@ class LayerEngine(wiring.Component):
                 w_reg.eq(weight_r.data),
             ]
         with m.If(issue):
-            with m.If(r_beat == beats - 1):
-                m.d.sync += r_beat.eq(0)
-                with m.If(r_fold == folds - 1):
+            # `r_beat_last` and `r_fold_last` are registers (the comparisons off the enable
+            # chain): the position after this issue is the last when this one is the last but one.
+            m.d.sync += r_beat_last.eq(Mux(r_beat_last, beats == 1, r_beat == max(0, beats - 2)))
+            with m.If(r_beat_last):
+                m.d.sync += [r_beat.eq(0),
+                             r_fold_last.eq(Mux(r_fold_last, folds == 1,
+                                                r_fold == max(0, folds - 2)))]
+                with m.If(r_fold_last):
                     m.d.sync += [r_fold.eq(0), r_bank.eq(~r_bank), w_addr.eq(0)]
                 with m.Else():
                     m.d.sync += [r_fold.eq(r_fold + 1), w_addr.eq(w_addr + 1)]
