@@ -122,7 +122,7 @@ def test_auto_packs_example_on_up5k():
     plan = ice40_plan(EXAMPLE)
     assert plan.family == "ice40" and plan.primitives
     assert plan.counts() == {"mac_dsp": 0, "mac_lut": 0, "mac_dsp2": 16, "requant_dsp": 0,
-                             "requant_lut": 4}
+                             "requant_lut": EXAMPLE.requant_lanes}
     assert plan.dsp_estimate(EXAMPLE, "ice40") == 8
     pairs = plan.pairs()
     assert len(pairs) == 8 and sorted(p for pair in pairs for p in pair) == \
@@ -200,7 +200,7 @@ def test_packed_mac_array_mixed_styles():
     """``dsp2`` pairs beside ``dsp`` and ``lut`` products (an odd one out in its own block)."""
     cfg = PACKED_CONFIGS[1]
     plan = MulPlan(mac=(("dsp2", "lut", "dsp2"), ("dsp", "dsp2", "lut"), ("dsp2", "lut", "dsp2")),
-                   requant=("lut",) * 3)
+                   requant=("lut",) * cfg.requant_lanes)
     assert [len(pair) for pair in plan.pairs()] == [2, 2, 1]
     check_packed_mac(cfg, plan, seed=3)
 
