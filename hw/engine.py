@@ -10,6 +10,7 @@ from . import checks
 
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
+from .pipeline import SkidBuffer
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
@@ -24,9 +25,10 @@ class LayerEngine(wiring.Component):
     An input vector arrives as ``beats = K/cols`` beats of ``cols`` consecutive activations. It is
     written into one bank of a double-buffered input memory (``2·beats`` words) and re-read once
     per output fold; fold ``j`` issues ``beats`` MAC beats with the weight tiles of output
-    channels ``[j·rows, (j+1)·rows)``. A beat of fold 0 is issued in the same cycle as it arrives
-    (the buffer read port is transparent to its write port), so fold 0 needs no extra pass; the
-    next vector is loaded into the other bank while the current one computes its later folds.
+    channels ``[j·rows, (j+1)·rows)``. A beat of fold 0 is issued in the cycle after it was
+    written (the reader's ``available`` depends on registers only, not on ``i.valid``), so fold 0
+    needs no extra pass; the next vector is loaded into the other bank while the current one
+    computes its later folds.
     The MAC results go through the requantizer (:class:`FoldRequantizer`: ``cfg.requant_lanes``
     lanes time-multiplexed over the ``rows`` results of a fold, with ``M``, ``B`` and the shift
     index of each step read from a parameter memory, and a shifter over only the shifts ``S``
@@ -62,13 +64,16 @@ class LayerEngine(wiring.Component):
     Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
     of ``n`` vectors takes ``out_beats·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
     n·out_beats·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
-    always ready. ``latency = 1 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
+    always ready. ``latency = 3 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
     transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
-    Backpressure on ``o`` stalls the whole pipeline (global enables); nothing is lost, duplicated
-    or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset of the ``sync``
-    domain discards every partial vector and every result in flight.
+    (The 3 are the write of the last beat into the buffer, its read, and the register of the
+    read data, so that no block-RAM output drives logic.) Backpressure on ``o`` stalls the whole
+    pipeline (global enables) one cycle late: ``o`` leaves a
+    :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
+    lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
+    of the ``sync`` domain discards every partial vector and every result in flight.
 
     Raises
     ------
@@ -107,10 +112,10 @@ class LayerEngine(wiring.Component):
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
-                                            mul_plan=mul_plan)
+                                            mul_plan=mul_plan, registered_enable=True)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
-        self.latency = 1 + self._mac.latency + self._requant.latency
+        self.latency = 3 + self._mac.latency + self._requant.latency
         #: MAC cycles per input vector at full rate.
         self.cycles_per_vector = cfg.out_beats * cfg.beats
         super().__init__({
@@ -150,7 +155,13 @@ class LayerEngine(wiring.Component):
 
         m.submodules.mac = mac = self._mac
         m.submodules.requant = requant = self._requant
-        wiring.connect(m, wiring.flipped(self.o), requant.o)
+        # The skid buffer makes the requantizer's enable (and through it the MAC array's and
+        # the reader's) independent of `o.ready`.
+        m.submodules.output = output = SkidBuffer(layouts.engine_output_layout(cfg))
+        wiring.connect(m, requant.o, output.i)
+        if self.requant_style != "threshold":
+            m.d.comb += requant.o_ready_next.eq(output.ready_next)
+        wiring.connect(m, wiring.flipped(self.o), output.o)
 
         x_layout = layouts.engine_input_layout(cfg)["x"].shape
         w_layout = layouts.mac_input_layout(cfg)["w"].shape
@@ -193,51 +204,83 @@ class LayerEngine(wiring.Component):
                 m.d.sync += w_beat.eq(w_beat + 1)
 
         # -- reader: MAC beats (fold, beat) from the buffer and the weight memory -------------
-        # The memory read registers are the payload register of `mac.i`; they only advance
-        # when `mac.i` is free or transferring, so a stall holds them.
+        # Two stages: the memory read registers (`read_valid`), then a register of the read
+        # data, the payload register of `mac.i` (so that no block-RAM output drives logic).
+        # Both advance only when `mac.i` is free or transferring, so a stall holds them.
         r_beat = Signal(range(max(2, beats)), name="read_beat")
         r_fold = Signal(range(max(2, folds)), name="read_fold")
+        r_beat_last = Signal(init=beats == 1, name="read_beat_last")
+        r_fold_last = Signal(init=folds == 1, name="read_fold_last")
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
-        buf_r = buffer.read_port(transparent_for=(buf_w,))
+        buf_r = buffer.read_port()
         weight_r = weights.read_port()
         advance = Signal()
         available = Signal()
+        lead = Signal(name="write_lead")
         issue = Signal()
         finished = Signal(name="vector_finished")
         m.d.comb += [
             advance.eq(~mac.i.valid | mac.i.ready),
-            # Beat `r_beat` of the vector being read is in the buffer, or arrives right now.
-            available.eq((pending != 0) | (r_beat != w_beat) | self.i.valid),
+            # Beat `r_beat` of the vector being read is in the buffer (written in an earlier
+            # cycle: the read never meets the write of the same word): the writer is on a later
+            # vector, or (`lead`) on the same one and ahead of the reader.
+            available.eq((pending != 0) | lead),
             issue.eq(advance & available),
-            finished.eq(issue & (r_fold == folds - 1) & (r_beat == beats - 1)),
+            finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
             buf_r.en.eq(advance),
             weight_r.addr.eq(w_addr),
             weight_r.en.eq(advance),
-            mac.i.p.x.eq(buf_r.data),
-            mac.i.p.w.eq(weight_r.data),
         ]
+        read_valid = Signal(name="read_valid")
+        read_first = Signal(name="read_first")
+        read_last = Signal(name="read_last")
+        x_reg = Signal(x_layout, name="x_reg", reset_less=True)
+        w_reg = Signal(w_layout, name="w_reg", reset_less=True)
+        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(w_reg)]
         with m.If(advance):
             m.d.sync += [
-                mac.i.valid.eq(available),
-                mac.i.p.first.eq(~r_beat.any()),
-                mac.i.p.last.eq(r_beat == beats - 1),
+                read_valid.eq(available),
+                read_first.eq(~r_beat.any()),
+                read_last.eq(r_beat_last),
+                mac.i.valid.eq(read_valid),
+                mac.i.p.first.eq(read_first),
+                mac.i.p.last.eq(read_last),
+                x_reg.eq(buf_r.data),
+                w_reg.eq(weight_r.data),
             ]
         with m.If(issue):
-            with m.If(r_beat == beats - 1):
-                m.d.sync += r_beat.eq(0)
-                with m.If(r_fold == folds - 1):
+            # `r_beat_last` and `r_fold_last` are registers (the comparisons off the enable
+            # chain): the position after this issue is the last when this one is the last but one.
+            m.d.sync += r_beat_last.eq(Mux(r_beat_last, beats == 1, r_beat == max(0, beats - 2)))
+            with m.If(r_beat_last):
+                m.d.sync += [r_beat.eq(0),
+                             r_fold_last.eq(Mux(r_fold_last, folds == 1,
+                                                r_fold == max(0, folds - 2)))]
+                with m.If(r_fold_last):
                     m.d.sync += [r_fold.eq(0), r_bank.eq(~r_bank), w_addr.eq(0)]
                 with m.Else():
                     m.d.sync += [r_fold.eq(r_fold + 1), w_addr.eq(w_addr + 1)]
             with m.Else():
                 m.d.sync += [r_beat.eq(r_beat + 1), w_addr.eq(w_addr + 1)]
 
-        with m.If(written & ~finished):
-            m.d.sync += pending.eq(pending + 1)
-        with m.Elif(finished & ~written):
-            m.d.sync += pending.eq(pending - 1)
+        # `lead`: the writer, on the reader's vector, has written the beat that the reader issues
+        # in the next cycle. A register from registers and `write` only (not from `issue`, whose
+        # enable chain is long): with `d = (w_beat - r_beat) mod beats` after this cycle's write,
+        # it is `d >= 1` when the reader cannot issue in this cycle (nothing `available`), else
+        # `d >= 2` (as if it issued: under a stall this holds the reader back by one beat, never
+        # lets it run ahead). When the writer finishes the vector, `pending` takes over.
+        def d_is(k):
+            ahead = r_beat + k
+            return w_beat == Mux(ahead >= beats, ahead - beats, ahead)
+        with m.If(write):            # d + 1 (mod beats) >= 1, >= 2
+            m.d.sync += lead.eq(~d_is(beats - 1) & (~available | ~d_is(0)))
+        with m.Else():
+            m.d.sync += lead.eq(~d_is(0) & (~available | ~d_is(1)))
+
+        # As one sum (no clock enable): the enable would be one more logic level after `issue`.
+        m.d.sync += pending.eq(pending + written - finished)
 
         if self.requant_style == "threshold":
             self._feed_thresholds(m, mac, requant, params)

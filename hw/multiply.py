@@ -96,7 +96,8 @@ class MulPlan:
     mac : tuple of tuple of str
         ``mac[r][c]``: the product of row ``r`` and column ``c`` of the MAC array.
     requant : tuple of str
-        ``requant[r]``: the multiply of requantizer lane ``r``.
+        ``requant[l]``: the multiply of requantizer lane ``l`` (``cfg.requant_lanes`` lanes, the
+        lanes the engine's requantizer builds).
     family : str, optional
         The FPGA family the plan is for. With ``"ice40"``, ``"dsp2"`` products are built as
         ``SB_MAC16`` instances (for synthesis); with ``None`` (no target part), as their
@@ -185,9 +186,10 @@ class MulPlan:
         if len(self.mac) != cfg.rows or any(len(row) != cfg.cols for row in self.mac):
             raise ValueError(f"the MAC part of a multiplier plan must be {cfg.rows}×{cfg.cols}, "
                              f"not {len(self.mac)}×{len(self.mac[0]) if self.mac else 0}")
-        if len(self.requant) != cfg.rows:
-            raise ValueError(f"the requantizer part of a multiplier plan must have {cfg.rows} "
-                             f"lanes, not {len(self.requant)}")
+        if len(self.requant) != cfg.requant_lanes:
+            raise ValueError(f"the requantizer part of a multiplier plan must have "
+                             f"{cfg.requant_lanes} lanes (cfg.requant_lanes), "
+                             f"not {len(self.requant)}")
         if self.packed:
             if not packs_8x8(cfg):
                 raise ValueError(f"'dsp2' MAC products need operands of at most 8 bits, not "
@@ -232,7 +234,7 @@ def plan_packed(cfg, *, requant_style=None):
 
 def _uniform(cfg, mac_style, requant_style):
     return MulPlan(mac=tuple(tuple(mac_style for _ in range(cfg.cols)) for _ in range(cfg.rows)),
-                   requant=tuple(requant_style for _ in range(cfg.rows)))
+                   requant=tuple(requant_style for _ in range(cfg.requant_lanes)))
 
 
 def _auto_style(a_bits, b_bits):
@@ -278,13 +280,14 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
 
     mac_cost, rq_cost = dsp_cost(*mac_ops, family), dsp_cost(*rq_ops, family)
     mac = [["dsp" if mac_cost else "lut" for _ in range(cfg.cols)] for _ in range(cfg.rows)]
-    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.rows)]
+    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.requant_lanes)]
     # Candidates to move, smallest multiply first; MAC products column by column.
     moves = [(mac_ops[0] * mac_ops[1], "mac", r, c)
              for c in range(cfg.cols) for r in range(cfg.rows) if mac_cost]
-    moves += [(rq_ops[0] * rq_ops[1], "requant", r, None) for r in range(cfg.rows) if rq_cost]
+    moves += [(rq_ops[0] * rq_ops[1], "requant", r, None)
+              for r in range(cfg.requant_lanes) if rq_cost]
     moves.sort(key=lambda move: move[0])      # stable: keeps the column-by-column order
-    used = mac_cost * cfg.rows * cfg.cols + rq_cost * cfg.rows
+    used = mac_cost * cfg.rows * cfg.cols + rq_cost * cfg.requant_lanes
     for _, block, r, c in moves:
         if used <= dsp_budget:
             break
@@ -303,12 +306,12 @@ def _plan_packed(cfg, family, dsp_budget):
     the estimate fits ``dsp_budget``."""
     rq_cost = dsp_cost(*requant_operands(cfg), family)
     mac = [["dsp2"] * cfg.cols for _ in range(cfg.rows)]
-    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.rows)]
+    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.requant_lanes)]
 
     def plan():
         return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant), family=family)
 
-    for r in range(cfg.rows):
+    for r in range(cfg.requant_lanes):
         if plan().dsp_estimate(cfg, family) <= dsp_budget:
             return plan()
         if requant[r] == "dsp":

@@ -1,9 +1,11 @@
 """Pieces shared by the pipelined blocks."""
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["global_enable", "stage", "register_side_band"]
+__all__ = ["global_enable", "stage", "register_side_band", "SkidBuffer"]
 
 
 def global_enable(m, i, o):
@@ -18,12 +20,14 @@ def global_enable(m, i, o):
     return en
 
 
-def stage(m, en, prefix, **values):
+def stage(m, en, prefix, *, reset_less=False, **values):
     """Register each of ``values`` while ``en`` is high (one pipeline stage of side-band
-    signals). Returns the registers in the same order, named ``{prefix}_{key}``."""
+    signals). Returns the registers in the same order, named ``{prefix}_{key}``; with
+    ``reset_less``, they have no reset (data that means something only beside a valid bit that
+    has one: fewer flip-flops on the high fan-out reset net)."""
     registers = []
     for key, value in values.items():
-        register = Signal(value.shape(), name=f"{prefix}_{key}")
+        register = Signal(value.shape(), name=f"{prefix}_{key}", reset_less=reset_less)
         with m.If(en):
             m.d.sync += register.eq(value)
         registers.append(register)
@@ -39,3 +43,51 @@ def register_side_band(m, en, o, *, valid, overflow, last):
             o.p.overflow.eq(overflow),
             o.p.last.eq(last),
         ]
+
+
+class SkidBuffer(wiring.Component):
+    """A stream register slice that cuts the ``ready`` path: ``i.ready`` is a register.
+
+    A beat passes straight through while ``o`` is ready (no added latency); a beat offered
+    while ``o`` stalls is caught in the skid register, and ``i.ready`` falls for as long as the
+    skid register is full. So a global enable upstream (``~o.valid | o.ready`` of the block
+    that feeds ``i``) depends on flip-flops only, not on the consumer's ``ready``.
+
+    Parameters
+    ----------
+    layout : data layout
+        The payload of both streams.
+
+    Members
+    -------
+    i : In(stream.Signature(layout))
+    o : Out(stream.Signature(layout))
+    ready_next : Out(1)
+        The value ``i.ready`` takes in the next cycle (a function of this cycle's ``i.valid``
+        and ``o.ready``), so that the producer can register its own enable.
+
+    Timing: ``o.valid`` is ``i.valid`` or the skid register's valid (both registers upstream;
+    never a ``ready``), ``o.p`` is the skid register while it is full, else ``i.p``. Throughput
+    is one beat per cycle; nothing is lost, duplicated or reordered under any stall pattern.
+    """
+
+    def __init__(self, layout):
+        self.layout = layout
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
+                          "ready_next": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self.layout, name="skid", reset_less=True)    # data: no reset
+        skid_valid = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~skid_valid),
+            self.o.valid.eq(skid_valid | self.i.valid),
+            self.o.p.eq(Mux(skid_valid, Value.cast(skid), Value.cast(self.i.p))),
+            self.ready_next.eq(Mux(skid_valid, self.o.ready, ~self.i.valid | self.o.ready)),
+        ]
+        with m.If(self.i.valid & ~skid_valid & ~self.o.ready):
+            m.d.sync += [skid.eq(self.i.p), skid_valid.eq(1)]
+        with m.If(skid_valid & self.o.ready):
+            m.d.sync += skid_valid.eq(0)
+        return m

@@ -8,13 +8,14 @@
   baked-in ``S`` uses.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .multiply import plan_multipliers, product
+from .config import signed_width
 from .pipeline import global_enable, stage, register_side_band
 
 
@@ -88,12 +89,24 @@ class Requantizer(wiring.Component):
         # Refuse a plan of another configuration before the component exists (no
         # UnusedElaboratable warning).
         if mul_plan is not None:
-            mul_plan.check(cfg)
+            cls._lane_style(cfg, mul_plan)
         return super().__new__(cls, src_loc_at=1)
+
+    @staticmethod
+    def _lane_style(cfg, mul_plan):
+        """The one multiplier style of the ``rows`` full-rate lanes: the plan describes the
+        engine's ``cfg.requant_lanes`` lanes, so its requantizer styles must all be equal."""
+        styles = set(mul_plan.check(cfg).requant)
+        if len(styles) != 1:
+            raise ValueError(f"the full-rate Requantizer builds its {cfg.rows} lanes alike: the "
+                             f"plan's requantizer styles must be equal, not {mul_plan.requant!r}")
+        return styles.pop()
 
     def __init__(self, cfg, *, mul_plan=None):
         self.cfg = cfg
-        self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
+        self.mul_plan = plan_multipliers(cfg) if mul_plan is None else mul_plan
+        #: The multiplier style of every lane.
+        self.lane_style = self._lane_style(cfg, self.mul_plan)
         self.scaled_bits = cfg.acc_bits + cfg.m_bits
         self.sum_bits = max(self.scaled_bits, cfg.b_bits) + 1
         super().__init__({
@@ -120,8 +133,7 @@ class Requantizer(wiring.Component):
         with m.If(en):
             for r in range(cfg.rows):
                 m.d.sync += [
-                    products[r].eq(product(self.i.p.acc[r], self.i.p.m[r],
-                                          self.mul_plan.requant[r])),
+                    products[r].eq(product(self.i.p.acc[r], self.i.p.m[r], self.lane_style)),
                     offsets[r].eq(self.i.p.b[r]),
                 ]
 
@@ -179,14 +191,22 @@ class FoldRequantizer(wiring.Component):
     cycles. This unit takes them into a buffer and requantizes them with ``lanes =
     cfg.requant_lanes`` lanes: lane ``l`` handles channels ``g·lanes + l`` of the fold in
     ``groups = ceil(rows / lanes)`` consecutive steps ``g``. Each step spreads the multiply
-    ``acc·M`` over ``digits`` cycles (``digits·groups <= beats``): ``M`` is cut into ``digits``
-    digits of ``digit_bits`` bits (the top one signed, the others unsigned), and
+    ``acc·M`` over ``digits`` cycles (``digits·groups <= beats``): ``M`` and ``B`` are cut into
+    ``digits`` digits of ``d = digit_bits`` bits (the top one signed, the others unsigned), and
 
-        T_0 = B + acc·M_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j
+        T_0 = acc·M_0 + B_0,    T_j = floor(T_{j-1} / 2^d) + acc·M_j + B_j
 
     with the ``d`` low bits of each ``T_{j-1}`` kept, so that ``acc·M + B = T_last·2^(d·(digits
     - 1)) + low`` exactly (each step is an exact floor division with its remainder kept; when
-    every shift is at least ``d·(digits - 1)``, no low bit is kept at all). The right
+    every shift is at least ``d·(digits - 1)``, no low bit is kept at all). Every ``T_j`` but the
+    last fits ``acc_bits + d`` signed bits (its digits of ``M`` and ``B`` are unsigned), so the
+    running sum is ``loop_bits`` wide, not the full sum's width; the adder of that loop has
+    registers on both inputs (``floor(T / 2^d)`` is registered already zeroed before a first
+    digit). The digit product ``acc·M_j + B_j`` is pipelined: in a ``"dsp"`` lane a registered
+    ``*`` and ``B_j``, in a ``"lut"`` lane its ``ceil((d + 1) / 2)`` radix-4 Booth terms (each
+    ``0``, ``±acc`` or ``±2·acc``, a negative one formed as ``~(|q|·acc) = q·acc - 1``; those ones
+    are added to ``B_j`` in the parameter memory, :meth:`booth_correction`) and ``B_j``, summed by
+    an adder tree with a register after every level (``tree_levels``). The right
     shift is a multiplexer over the distinct shifts ``shifts`` that the baked-in ``S`` uses (a
     constant with one shift, as with ``cfg.shared_shift``), each clamped like
     :func:`clamp_output`. The output beat holds all ``rows`` results, as :class:`Requantizer`'s.
@@ -200,7 +220,7 @@ class FoldRequantizer(wiring.Component):
     measured on the example layer), else ``"select"``.
 
     The parameters come from a memory outside the unit (the engine's): word ``(f·groups +
-    g)·digits + j`` holds digit ``j`` of ``M``, ``B`` and the shift index of the ``lanes``
+    g)·digits + j`` holds digit ``j`` of ``M`` and of ``B`` and the shift index of the ``lanes``
     channels of step ``g`` of fold ``f`` (:meth:`param_words`); the unit reads it through
     ``params``, so no digit multiplexer is needed.
 
@@ -212,6 +232,10 @@ class FoldRequantizer(wiring.Component):
     shift_style : {"select", "align", "auto"}
     mul_plan : MulPlan, optional
         ``mul_plan.requant[l]`` builds the multiply of lane ``l``.
+    registered_enable : bool
+        Make the global enable a flip-flop (for its fan-out): the consumer of ``o`` must then
+        tell, on ``o_ready_next``, the value ``o.ready`` will have in the next cycle (a
+        :class:`~qmac.hw.pipeline.SkidBuffer`'s ``ready_next``).
 
     Members
     -------
@@ -223,19 +247,23 @@ class FoldRequantizer(wiring.Component):
     params : In(ReadPort.Signature(...))
         A synchronous read port of the parameter memory (``en`` stays high); the unit drives
         ``addr`` one cycle ahead of the step that uses the word.
+    o_ready_next : In(1)
+        With ``registered_enable`` only: ``o.ready`` of the next cycle.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 4`` when ``o`` does not stall (its steps are
-    issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand, product,
-    sum and output registers); ``i`` takes a new beat every
+    latency`` with ``latency = groups·digits + 4 + tree_levels`` when ``o`` does not stall (its
+    steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand
+    and term registers, the adder tree, the sum and the output register; lanes with a shallower
+    tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
     the previous one), so the MAC array never waits at full rate. One global enable ``en =
-    ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` while no step
-    of the buffered fold is left but the current one), so nothing is lost, duplicated or
-    reordered; ``o.valid`` never depends on ``o.ready``.
+    ~o.valid | o.ready`` freezes every stage while ``o`` stalls (``i.ready = en`` and a register
+    that says no step of the buffered fold is left but the current one), so nothing is lost,
+    duplicated or reordered; ``o.valid`` never depends on ``o.ready``.
     """
 
-    def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None):
+    def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None,
+                registered_enable=False):
         cls._check_shifts(cfg, shifts)
         if shift_style not in SHIFT_STYLES:
             raise ValueError(f"shift_style must be one of "
@@ -254,7 +282,8 @@ class FoldRequantizer(wiring.Component):
                              f"(s_max), not {shifts!r}")
         return shifts
 
-    def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None):
+    def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None,
+                 registered_enable=False):
         self.cfg = cfg
         #: The shifts the parameters use.
         self.used_shifts = self._check_shifts(cfg, shifts)
@@ -280,23 +309,51 @@ class FoldRequantizer(wiring.Component):
         self.digit_bits = -(-self.m_width // digits)
         #: Cycles (and digits of ``M``) per step; the top digit has at least one bit.
         self.digits = -(-self.m_width // self.digit_bits)
-        self.latency = self.groups * self.digits + 4
         self.scaled_bits = cfg.acc_bits + self.m_width
         self.sum_bits = max(self.scaled_bits, self.b_width) + 1
+        d, top = self.digit_bits, self.digit_bits * (self.digits - 1)
+        #: Width of the running sum ``T_j``: every ``T_j`` before the last fits ``acc_bits + d``
+        #: signed bits (its ``M`` and ``B`` digits are unsigned), the last one is the exact sum
+        #: without its ``d·(digits - 1)`` low bits.
+        self.loop_bits = max(cfg.acc_bits + d, self.sum_bits - top)
+        #: Radix-4 Booth terms of one digit in a ``"lut"`` lane (the digit field is ``d + 1``
+        #: signed bits).
+        self.booth_terms = (d + 2) // 2
+        styles = [self.mul_plan.requant[lane] for lane in range(self.lanes)]
+        #: Addends of each lane's digit product ``acc·M_j + B_j``: its Booth terms (``"lut"``)
+        #: or the product (``"dsp"``), and ``B_j``.
+        addends = max(1 + (self.booth_terms if style == "lut" else 1) for style in styles)
+        #: Register levels of the adder tree of the digit product.
+        self.tree_levels = (addends - 1).bit_length()
+        # The B field: digit j of B (the top one signed), plus in "lut" lanes the Booth
+        # correction sum(neg_k·4^k) of the digit of M (at most 2^(d+1) - 1 when d + 1 is odd or
+        # even alike: the negative bits are at most every other bit up to the field's top).
+        correction = sum(4 ** k for k in range(self.booth_terms)) if "lut" in styles else 0
+        b_top_lo = -(1 << (self.b_width - 1)) >> top
+        b_top_hi = ((1 << (self.b_width - 1)) - 1) >> top
+        b_lo = min(0, b_top_lo) if self.digits > 1 else -(1 << (self.b_width - 1))
+        b_hi = max((1 << d) - 1 if self.digits > 1 else 0, b_top_hi) + correction
+        self.b_field_bits = signed_width(b_lo, b_hi)
+        #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
+        self.latency = self.groups * self.digits + 5 + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
-        super().__init__({
+        self.registered_enable = bool(registered_enable)
+        members = {
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
             "params": In(ReadPort.Signature(addr_width=(self.depth - 1).bit_length(),
                                             shape=self.param_layout)),
-        })
+        }
+        if self.registered_enable:
+            members["o_ready_next"] = In(1)
+        super().__init__(members)
 
     @property
     def param_layout(self):
         """One parameter word: digit ``m`` of ``M``, ``b`` (and ``sel``, the index into
         ``shifts``, when there is more than one shift) of the ``lanes`` channels of one step."""
         fields = {"m": data.ArrayLayout(signed(self.digit_bits + 1), self.lanes),
-                  "b": data.ArrayLayout(signed(self.b_width), self.lanes)}
+                  "b": data.ArrayLayout(signed(self.b_field_bits), self.lanes)}
         if len(self.shifts) > 1:
             fields["sel"] = data.ArrayLayout(unsigned((len(self.shifts) - 1).bit_length()),
                                              self.lanes)
@@ -309,6 +366,12 @@ class FoldRequantizer(wiring.Component):
         d = self.digit_bits
         low = [(value >> (j * d)) & ((1 << d) - 1) for j in range(self.digits - 1)]
         return low + [value >> (d * (self.digits - 1))]
+
+    def booth_correction(self, digit):
+        """``Σ neg_k·4^k`` of a digit of ``M`` (an int of ``digit_bits + 1`` signed bits):
+        a ``"lut"`` lane forms each negative Booth term ``q_k·acc`` as ``~(|q_k|·acc) = q_k·acc -
+        1``, and its ``B`` digit carries these ones back."""
+        return sum(4 ** k for k in range(self.booth_terms) if (digit >> (2 * k + 1)) & 1)
 
     def param_words(self, M, B, S):
         """The parameter memory image of a layer's per-channel ``M``, ``B``, ``S``: word ``(f·groups
@@ -330,7 +393,7 @@ class FoldRequantizer(wiring.Component):
                     r = g * self.lanes + lane
                     if r >= cfg.rows:
                         m_digits.append([0] * self.digits)
-                        b.append(0)
+                        b.append([0] * self.digits)
                         sel.append(0)
                         continue
                     c = f * cfg.rows + r
@@ -338,11 +401,16 @@ class FoldRequantizer(wiring.Component):
                         raise ValueError(f"S[{c}] = {int(S[c])} is not one of the shifts "
                                          f"{self.used_shifts}")
                     scale = self.shifts[-1] - int(S[c]) if self.shift_style == "align" else 0
-                    m_digits.append(self.digits_of(int(M[c]) << scale))
-                    b.append(int(B[c]) << scale)
+                    digits = self.digits_of(int(M[c]) << scale)
+                    b_digits = self.digits_of(int(B[c]) << scale)
+                    if self.mul_plan.requant[lane] == "lut":
+                        b_digits = [b + self.booth_correction(m) for m, b in zip(digits, b_digits)]
+                    m_digits.append(digits)
+                    b.append(b_digits)
                     sel.append(self.shifts.index(int(S[c])) if len(self.shifts) > 1 else 0)
                 for j in range(self.digits):
-                    word = {"m": [lane[j] for lane in m_digits], "b": b}
+                    word = {"m": [lane[j] for lane in m_digits],
+                            "b": [lane[j] for lane in b]}
                     if len(self.shifts) > 1:
                         word["sel"] = sel
                     words.append(word)
@@ -395,7 +463,14 @@ class FoldRequantizer(wiring.Component):
         lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
         m = Module()
 
-        en = Signal()
+        en = Signal(init=1, name="enable")
+        out_valid = Signal()                 # the next o.valid, while `en`
+        if self.registered_enable:
+            # `en` is a flip-flop that always equals `~o.valid | o.ready`: it takes that
+            # expression of the next `o.valid` and of `o_ready_next`.
+            m.d.sync += en.eq(~Mux(en, out_valid, self.o.valid) | self.o_ready_next)
+        else:
+            m.d.comb += en.eq(~self.o.valid | self.o.ready)
         busy = Signal()                      # the buffer holds a fold with steps left
         accept = Signal()
         issue = Signal()
@@ -405,24 +480,41 @@ class FoldRequantizer(wiring.Component):
         cur_group, cur_digit = group, digit
         digit_last = Signal()
         group_last = Signal()
+        # `room`: the buffer may take a fold (it is empty, or its last step is being issued), as
+        # a register computed from the next state, so that `i.ready` is `en` and one flip-flop.
+        room = Signal(init=1)
+        digit_next = Signal.like(digit)
+        group_next = Signal.like(group)
+        busy_next = Signal()
         m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
             digit_last.eq(digit == digits - 1),
             group_last.eq(group == groups - 1),
             issue.eq(busy & en),
             # A new fold enters the buffer while the last step of the previous one reads it.
-            self.i.ready.eq(en & (~busy | (digit_last & group_last))),
+            self.i.ready.eq(en & room),
             accept.eq(self.i.valid & self.i.ready),
+            digit_next.eq(Mux(issue, Mux(digit_last, 0, digit + 1), digit)),
+            group_next.eq(Mux(issue & digit_last, Mux(group_last, 0, group + 1), group)),
+            busy_next.eq(Mux(accept, 1, Mux(issue & digit_last & group_last, 0, busy))),
         ]
-        with m.If(issue):
-            with m.If(digit_last):
-                m.d.sync += [digit.eq(0), group.eq(Mux(group_last, 0, group + 1))]
-            with m.Else():
-                m.d.sync += digit.eq(digit + 1)
+        m.d.sync += [
+            digit.eq(digit_next),
+            group.eq(group_next),
+            busy.eq(busy_next),
+        ]
+        # The next `room`, without counting through `digit_next` and `group_next`: after an
+        # accept the buffer starts a fold at its first step (room only when it is also the last);
+        # after an issue, room when the fold ends or the issued step was the last but one.
+        if digits > 1:
+            last_but_one = (digit == digits - 2) & group_last
+        elif groups > 1:
+            last_but_one = group == groups - 2
+        else:
+            last_but_one = Const(0, 1)
         with m.If(accept):
-            m.d.sync += busy.eq(1)
-        with m.Elif(issue & digit_last & group_last):
-            m.d.sync += busy.eq(0)
+            m.d.sync += room.eq(digits == 1 and groups == 1)
+        with m.Elif(issue):
+            m.d.sync += room.eq((digit_last & group_last) | last_but_one)
 
         fold = Signal(range(max(2, cfg.out_beats)), name="fold")
         with m.If(issue & digit_last & group_last):
@@ -441,8 +533,9 @@ class FoldRequantizer(wiring.Component):
         params = self.params.data
 
         # -- the buffered fold ---------------------------------------------------------------
-        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc")
-        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow")
+        # Data registers have no reset (only valid bits, counters and `base` do).
+        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc", reset_less=True)
+        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow", reset_less=True)
         with m.If(accept):
             m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
 
@@ -462,55 +555,101 @@ class FoldRequantizer(wiring.Component):
                       "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
             if len(self.shifts) > 1:
                 values["select"] = params.sel[lane]
-            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", **values))))
+            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", reset_less=True,
+                                                         **values))))
 
-        # -- stage 1: the partial product of one digit ---------------------------------------
-        s1_valid, s1_first, s1_final, s1_group, s1_last = stage(
-            m, en, "partial", valid=s0[0], first=s0[1], final=s0[2], group=s0[3], last=s0[4])
-        partials, offsets, selects, flags = [], [], [], []
+        # -- stage 1: the addends of the digit product acc·M_j + B_j: the product itself
+        # ("dsp") or its radix-4 Booth terms ("lut", each a choice of 0, acc, 2·acc, inverted
+        # when negative; the ones of the inversions are in B_j), and B_j --------------------------
+        control = stage(m, en, "term", valid=s0[0], first=s0[1], final=s0[2], group=s0[3],
+                        last=s0[4])
+        trees, side = [], []
         for lane, operand in enumerate(operands):
-            partial = Signal(signed(cfg.acc_bits + d + 1), name=f"partial_{lane}")
-            with m.If(en):
-                m.d.sync += partial.eq(product(operand["acc"], operand["digit"],
-                                               self.mul_plan.requant[lane]))
-            offset, flag = stage(m, en, f"partial_{lane}", offset=operand["b"],
-                                 overflow=operand["overflow"])
-            select = None
+            if self.mul_plan.requant[lane] == "lut":
+                addends = self._booth_terms(m, en, lane, operand)
+            else:
+                addends = [(self._register(m, en, f"term_{lane}_product",
+                                           product(operand["acc"], operand["digit"], "dsp")), 0)]
+            addends.append((self._register(m, en, f"term_{lane}_b", operand["b"]), 0))
+            trees.append(addends)
+            values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
-                select, = stage(m, en, f"partial_{lane}", select=operand["select"])
-            partials.append(partial)
-            offsets.append(offset)
-            selects.append(select)
-            flags.append(flag)
+                values["select"] = operand["select"]
+            side.append(dict(zip(values, stage(m, en, f"term_{lane}", reset_less=True,
+                                                     **values))))
 
-        # -- stage 2: T = floor(T / 2^d) + partial, the low bits kept --------------------------
+        # -- stages 2 ..: the adder tree of each lane, a register after every level, modulo
+        # 2^loop_bits (the sum T_j fits loop_bits signed bits, so the digit product may wrap) --
+        for level in range(self.tree_levels):
+            control = stage(m, en, f"tree_l{level + 1}", valid=control[0], first=control[1],
+                            final=control[2], group=control[3], last=control[4])
+            for lane in range(lanes):
+                nodes = trees[lane]
+                trees[lane] = [self._add_node(m, en, f"tree_l{level + 1}_{lane}_{k // 2}",
+                                              nodes[k:k + 2])
+                               for k in range(0, len(nodes), 2)]
+                values = side[lane]
+                side[lane] = dict(zip(values, stage(m, en, f"tree_l{level + 1}_{lane}",
+                                                    reset_less=True, **values)))
+        t_valid, t_first, t_final, t_group, t_last = control
+
+        # -- the running sum: T = floor(T / 2^d) + acc·M_j + B_j, the low bits kept ------------
         s2_valid, s2_group, s2_last = stage(
-            m, en, "sum", valid=s1_valid & s1_final, group=s1_group, last=s1_last)
+            m, en, "sum", valid=t_valid & t_final, group=t_group, last=t_last)
+        s2_valid, s2_group, s2_last = stage(
+            m, en, "total", valid=s2_valid, group=s2_group, last=s2_last)
         # The low bits of the sum only matter when a shift is smaller than their count.
         low_bits = d * (digits - 1) if self.shifts[0] < d * (digits - 1) else 0
         drop = d * (digits - 1) - low_bits          # bits of the sum below `total` left out
         totals, lows, s2_selects, s2_flags = [], [], [], []
         for lane in range(lanes):
-            total = Signal(signed(self.sum_bits), name=f"sum_{lane}")
-            low = Signal(max(1, low_bits), name=f"sum_low_{lane}")
-            with m.If(en & s1_valid):
-                m.d.sync += total.eq(Mux(s1_first, offsets[lane], total >> d) + partials[lane])
+            (digit_product, shift), = trees[lane]
+            assert shift == 0
+            # `base + carry` is floor(T / 2^d) for the next digit, already 0 before a first
+            # digit (zeroed by its own synchronous reset, the domain reset included), so that no
+            # logic stands before or after the loop adder. The adder is split at bit `d`: the
+            # high part does not wait for the carry out of the low part, which is kept in
+            # `carry` and enters the next digit's low part as its carry in (the true sum is
+            # `Cat(low_part, high_part + carry)`, resolved after the final digit).
+            base = Signal(signed(self.loop_bits - d), name=f"sum_base_{lane}", reset_less=True)
+            carry = Signal(name=f"sum_carry_{lane}", reset_less=True)
+            low_part = Signal(d + 1, name=f"sum_lowpart_{lane}")
+            high_part = Signal(signed(self.loop_bits - d), name=f"sum_highpart_{lane}")
+            total = Signal(signed(self.loop_bits), name=f"sum_{lane}", reset_less=True)
+            low = Signal(max(1, low_bits), name=f"sum_low_{lane}", reset_less=True)
+            m.d.comb += [
+                low_part.eq(base[:d] + digit_product[:d] + carry),
+                high_part.eq((base >> d) + (digit_product >> d)),
+            ]
+            with m.If(ResetSignal() | (en & t_valid & t_final)):
+                m.d.sync += [base.eq(0), carry.eq(0)]
+            with m.Elif(en & t_valid):
+                m.d.sync += [base.eq(high_part), carry.eq(low_part[d])]
+            # The final digit's sum, its carry resolved (one more register stage).
+            final_low = Signal(d, name=f"sum_final_low_{lane}", reset_less=True)
+            final_high = Signal(signed(self.loop_bits - d), name=f"sum_final_high_{lane}",
+                                reset_less=True)
+            final_carry = Signal(name=f"sum_final_carry_{lane}", reset_less=True)
+            with m.If(en & t_valid):
+                m.d.sync += [final_low.eq(low_part[:d]), final_high.eq(high_part),
+                             final_carry.eq(low_part[d])]
                 if low_bits:
-                    with m.If(~s1_first):
-                        m.d.sync += low.eq(Cat(low[d:], total[:d]))
-            s2_flag, = stage(m, en, f"sum_{lane}", overflow=flags[lane])
-            s2_select = None
-            if selects[lane] is not None:
-                s2_select, = stage(m, en, f"sum_{lane}", select=selects[lane])
+                    with m.If(~t_first):
+                        m.d.sync += low.eq(Cat(low[d:], final_low))
+            with m.If(en):
+                m.d.sync += total.eq(Cat(final_low, final_high + final_carry))
+            s2 = stage(m, en, f"sum_{lane}", reset_less=True, **side[lane])
+            s2 = stage(m, en, f"total_{lane}", reset_less=True, **dict(zip(side[lane], s2)))
             totals.append(total)
             lows.append(low)
-            s2_selects.append(s2_select)
-            s2_flags.append(s2_flag)
+            s2_flags.append(s2[0])
+            s2_selects.append(s2[1] if len(s2) > 1 else None)
 
-        # -- stage 3: shift and clamp into the output beat ------------------------------------
+        # -- the last stage: shift and clamp into the output beat -----------------------------
+        m.d.comb += out_valid.eq(s2_valid & (s2_group == groups - 1))
         with m.If(en):
-            m.d.sync += self.o.valid.eq(s2_valid & (s2_group == groups - 1))
-            with m.If(s2_valid & (s2_group == groups - 1)):
+            m.d.sync += self.o.valid.eq(out_valid)
+            with m.If(out_valid):
                 m.d.sync += self.o.p.last.eq(s2_last)
         for lane in range(lanes):
             full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
@@ -524,3 +663,54 @@ class FoldRequantizer(wiring.Component):
                                  self.o.p.overflow[r].eq(s2_flags[lane])]
 
         return m
+
+    @staticmethod
+    def _register(m, en, name, value):
+        register = Signal(value.shape(), name=name, reset_less=True)
+        with m.If(en):
+            m.d.sync += register.eq(value)
+        return register
+
+    def _booth_terms(self, m, en, lane, operand):
+        """The registered radix-4 Booth terms of ``acc·digit``, as ``(term, shift)`` pairs with
+        ``Σ term·2^shift = acc·digit - booth_correction(digit)``: term ``k`` is ``q_k·acc``,
+        ``q_k = -2·b[2k+1] + b[2k] + b[2k-1]`` of the digit's bits ``b`` (sign-extended), formed
+        as ``|q_k|·acc`` inverted when ``b[2k+1]`` is set (``~v = -v - 1``)."""
+        acc, digit = operand["acc"], operand["digit"]
+        width = len(acc) + 1
+
+        def bit(j):
+            return Const(0, 1) if j < 0 else digit[min(j, len(digit) - 1)]
+
+        terms = []
+        for k in range(self.booth_terms):
+            high, mid, low = bit(2 * k + 1), bit(2 * k), bit(2 * k - 1)
+            one = mid ^ low
+            two = (high & ~mid & ~low) | (~high & mid & low)
+            magnitude = Mux(one, acc, Mux(two, acc << 1, 0))
+            term = Signal(signed(width), name=f"term_{lane}_{k}", reset_less=True)
+            with m.If(en):
+                m.d.sync += term.eq(magnitude ^ high.replicate(width))
+            terms.append((term, 2 * k))
+        return terms
+
+    def _add_node(self, m, en, name, pair):
+        """One registered node of a lane's adder tree: the sum of one or two ``(value, shift)``
+        addends (``value·2^shift``), modulo ``2^loop_bits``, as a ``(register, shift)`` pair; the
+        bits below the larger shift are the smaller-shift addend's own (no adder for them)."""
+        if len(pair) == 1:
+            (value, shift), = pair
+            return self._register(m, en, name, value), shift
+        (a, sa), (b, sb) = sorted(pair, key=lambda node: node[1])
+        gap = sb - sa
+        width = self.loop_bits - sa
+        node = Signal(signed(width), name=name, reset_less=True)
+        high = (a >> gap) + b if gap else a + b
+        if gap:
+            a_low = Cat(*(a[min(j, len(a) - 1)] for j in range(gap)))    # sign-extended
+            value = Cat(a_low, high)
+        else:
+            value = high
+        with m.If(en):
+            m.d.sync += node.eq(value[:width].as_signed())
+        return node, sa

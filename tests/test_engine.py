@@ -81,8 +81,11 @@ def test_engine_tree_pipelining():
     check_engine(cfg, levels_per_stage=2)
     x, w, M, B, S = engine_problem(cfg, 2, 1)
     dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=2)
-    # Requantizer: rows 8 over beats 2 gives 4 lanes, 2 steps of 1 digit, 4 more stages.
-    assert dut.latency == 1 + (2 + 2) + (2 * 1 + 4)
+    # Buffer write, read and read data register; MAC array; requantizer: rows 8 over beats 2
+    # gives 4 lanes, 2 steps of 1 digit, 5 more stages and the one level of its adder tree
+    # ("dsp" lanes: the product and B).
+    assert dut._requant.tree_levels == 1
+    assert dut.latency == 3 + (2 + 2) + (2 * 1 + 5 + 1)
     assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
 
 
@@ -220,3 +223,14 @@ def test_engine_example_layer(toml, npz):
     got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.out_beats, seed=11,
                       cycles=dut.cycles(len(x)))
     check_engine_outputs(cfg, x, w, params["M"], params["B"], params["S"], got)
+
+
+@pytest.mark.parametrize("gap, stall", [(GAP, STALL), (0.0, 0.7), (0.7, 0.0), (0.0, 0.0)])
+def test_skid_buffer(gap, stall):
+    """The engine's output slice: every beat once, in order, with ``i.ready`` a register."""
+    from amaranth.hdl import unsigned
+    from qmac.hw.pipeline import SkidBuffer
+    values = list(range(200))
+    got = stream_test(SkidBuffer(unsigned(8)), values, len(values), seed=3, gap=gap,
+                      stall=stall)
+    assert [int(v) for v in got] == values

@@ -122,7 +122,7 @@ def test_auto_packs_example_on_up5k():
     plan = ice40_plan(EXAMPLE)
     assert plan.family == "ice40" and plan.primitives
     assert plan.counts() == {"mac_dsp": 0, "mac_lut": 0, "mac_dsp2": 16, "requant_dsp": 0,
-                             "requant_lut": 4}
+                             "requant_lut": EXAMPLE.requant_lanes}
     assert plan.dsp_estimate(EXAMPLE, "ice40") == 8
     pairs = plan.pairs()
     assert len(pairs) == 8 and sorted(p for pair in pairs for p in pair) == \
@@ -136,13 +136,13 @@ def test_auto_packs_example_on_up5k():
 def test_auto_packed_budget():
     small = LayerConfig(rows=2, cols=2, in_features=4, out_features=4, a_bits=8, w_bits=8,
                         acc_bits=18, m_bits=16)
-    # 4 products in 2 blocks, and the 18x16 requantizer lanes (2 blocks each) fit beside them.
+    # 4 products in 2 blocks, and the 18x16 requantizer lane (2 blocks) fits beside them.
     assert ice40_plan(small).counts() == {"mac_dsp": 0, "mac_lut": 0, "mac_dsp2": 4,
-                                          "requant_dsp": 2, "requant_lut": 0}
+                                          "requant_dsp": 1, "requant_lut": 0}
     assert ice40_plan(small, budget=4).counts()["requant_dsp"] == 1
     # A budget below the packed MAC array moves products, the last column first.
     plan = ice40_plan(small, budget=1)
-    assert plan.mac == (("dsp2", "lut"), ("dsp2", "lut")) and plan.requant == ("lut", "lut")
+    assert plan.mac == (("dsp2", "lut"), ("dsp2", "lut")) and plan.requant == ("lut",)
     assert plan.dsp_estimate(small, "ice40") == 1
     # Operands wider than 8 bits are not packed.
     wide = small.replace(a_bits=9, a_signed=True)
@@ -200,7 +200,7 @@ def test_packed_mac_array_mixed_styles():
     """``dsp2`` pairs beside ``dsp`` and ``lut`` products (an odd one out in its own block)."""
     cfg = PACKED_CONFIGS[1]
     plan = MulPlan(mac=(("dsp2", "lut", "dsp2"), ("dsp", "dsp2", "lut"), ("dsp2", "lut", "dsp2")),
-                   requant=("lut",) * 3)
+                   requant=("lut",) * cfg.requant_lanes)
     assert [len(pair) for pair in plan.pairs()] == [2, 2, 1]
     check_packed_mac(cfg, plan, seed=3)
 

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Module
+from amaranth.hdl import ClockDomain, Fragment, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -16,9 +16,11 @@ from amaranth.lib.wiring import In, Out
 from qmac.hw import layouts
 from qmac.hw.config import LayerConfig
 from qmac.hw.multiply import MulPlan
+from qmac.hw.pipeline import SkidBuffer
 from qmac.hw.requant import FoldRequantizer, Requantizer, distinct_shifts
 from qmac.sim import beats, golden
-from harness import grid, measure_latency, rq_id, stream_test
+from harness import (GAP, STALL, expect_idle, grid, measure_latency, rq_id, run, stream_get,
+                     stream_put, stream_test)
 from vectors import requant_lane_beats, requant_stimulus
 
 
@@ -106,9 +108,10 @@ def test_requantizer_grid(cfg):
 class FoldHarness(wiring.Component):
     """A :class:`FoldRequantizer` with its parameter memory, as the layer engine builds it."""
 
-    def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None):
+    def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None,
+                 registered_enable=False):
         self.rq = FoldRequantizer(cfg, distinct_shifts(S), shift_style=shift_style,
-                                  mul_plan=mul_plan)
+                                  mul_plan=mul_plan, registered_enable=registered_enable)
         self.image = self.rq.param_words(M, B, S)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -121,7 +124,13 @@ class FoldHarness(wiring.Component):
         m.submodules.params = params = Memory(shape=rq.param_layout, depth=rq.depth,
                                               init=self.image)
         wiring.connect(m, wiring.flipped(self.i), rq.i)
-        wiring.connect(m, wiring.flipped(self.o), rq.o)
+        if self.rq.registered_enable:       # as the engine: through a skid buffer
+            m.submodules.skid = skid = SkidBuffer(layouts.requant_output_layout(self.rq.cfg))
+            wiring.connect(m, rq.o, skid.i)
+            wiring.connect(m, wiring.flipped(self.o), skid.o)
+            m.d.comb += rq.o_ready_next.eq(skid.ready_next)
+        else:
+            wiring.connect(m, wiring.flipped(self.o), rq.o)
         wiring.connect(m, rq.params, params.read_port())
         return m
 
@@ -157,9 +166,11 @@ def fold_beats(cfg, acc, flags):
     return beats.pack_columns(layout, columns, count)
 
 
-def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None):
+def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None,
+                       registered_enable=False):
     cfg, acc, M, B, S, flags = fold_problem(cfg, seed, count, vectors)
-    dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan)
+    dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan,
+                      registered_enable=registered_enable)
     got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.out_beats, seed=seed)
     y = golden.requantize(cfg, acc, M, B, S)
     for k, out in enumerate(got):
@@ -203,7 +214,62 @@ def test_fold_requantizer(cfg):
     # The unit keeps up with the MAC array: a fold every `beats` cycles at most.
     assert rq.lanes == -(-cfg.rows // cfg.beats)
     assert rq.groups * rq.digits <= cfg.beats
-    assert rq.latency == rq.groups * rq.digits + 4
+    # Steps, then the operand and term registers, the adder tree, the sum (its carry kept),
+    # the sum with the carry resolved, and the output.
+    assert rq.latency == rq.groups * rq.digits + 5 + rq.tree_levels
+
+
+@pytest.mark.parametrize("cfg", FOLD_CONFIGS, ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
+def test_fold_requantizer_registered_enable(cfg):
+    """The global enable as a flip-flop fed by a skid buffer's ready_next: the same outputs
+    under stalls."""
+    rq = check_fold_requant(cfg, seed=9, registered_enable=True)
+    assert "o_ready_next" in dict(rq.signature.members)
+
+
+@pytest.mark.parametrize("cut", [2, 5, 8, 11, 14])
+def test_fold_requantizer_reset_mid_step(cut):
+    """A synchronous reset ``cut`` cycles after a fold entered (in the middle of its digit
+    steps, with a running sum in flight) leaves nothing behind: the next folds are exact."""
+    # Outputs inside the clamp bounds (y = acc + small), so that any stale sum shows.
+    cfg = FOLD_CONFIGS[1].replace(out_features=8)
+    rng = random.Random(cut)
+    M = np.array([(1 << 20) + rng.randint(0, 1 << 12) for _ in range(cfg.N)], dtype=object)
+    B = np.array([rng.randint(0, 1 << 20) for _ in range(cfg.N)], dtype=object)
+    S = np.array([20, 21] * (cfg.N // 2), dtype=object)
+    acc = np.array([[rng.randint(cfg.acc_min, cfg.acc_max) for _ in range(cfg.N)],
+                    [rng.randint(0, 120) for _ in range(cfg.N)]], dtype=object)
+    flags = np.zeros_like(acc)
+    dut = FoldHarness(cfg, M, B, S, registered_enable=True)
+    assert dut.rq.groups * dut.rq.digits == 16               # steps in flight for 16 cycles
+    top = Module()
+    top.domains.sync = sync = ClockDomain("sync")
+    top.submodules.dut = dut
+    got, phase = [], {"reset": False}
+
+    async def producer(ctx):
+        await stream_put(ctx, dut.i, fold_beats(cfg, acc[:1], flags[:1])[0])
+        for _ in range(cut):
+            await ctx.tick()
+        ctx.set(sync.rst, 1)
+        await ctx.tick()
+        ctx.set(sync.rst, 0)
+        phase["reset"] = True
+        for beat in fold_beats(cfg, acc[1:], flags[1:]):
+            await stream_put(ctx, dut.i, beat, rng=random.Random(cut), gap=GAP)
+
+    async def consumer(ctx):
+        rng = random.Random(cut + 1)
+        while not phase["reset"]:                # the stale fold stays in the unit
+            await ctx.tick()
+        for _ in range(cfg.out_beats):
+            got.append(await stream_get(ctx, dut.o, rng=rng, stall=STALL))
+        await expect_idle(ctx, dut.o, 16)
+
+    run(top, producer, consumer, deadline=2000)
+    y = golden.requantize(cfg, acc[1:], M, B, S)
+    assert [[int(v) for v in out.y] for out in got] == \
+        [[int(v) for v in y[0, f * cfg.rows:(f + 1) * cfg.rows]] for f in range(cfg.out_beats)]
 
 
 @pytest.mark.parametrize("cfg", FOLD_CONFIGS[1::2], ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
@@ -231,7 +297,9 @@ def test_fold_requantizer_shapes():
     assert rq.param_layout["sel"].shape.elem_shape.width == 2    # 3 shifts: a 2-bit index
     full_rate = FoldRequantizer(FOLD_CONFIGS[4], (0,))
     assert (full_rate.lanes, full_rate.groups, full_rate.digits) == (3, 1, 1)
-    assert full_rate.latency == 2 + Requantizer.latency     # buffer and operand registers
+    # One digit (2 Booth terms and B: 2 tree levels) after the buffer and operand registers.
+    assert full_rate.tree_levels == 2
+    assert full_rate.latency == 1 + 1 + 1 + 2 + 1 + 1 + 1
     assert "sel" not in dict(full_rate.param_layout)
     for block in (rq, full_rate):
         Fragment.get(block, None)           # used: no UnusedElaboratable warning
@@ -239,8 +307,26 @@ def test_fold_requantizer_shapes():
 
 def test_fold_requantizer_lut_multiply():
     cfg = FOLD_CONFIGS[1]
-    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut",) * cfg.rows)
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut",) * cfg.requant_lanes)
     check_fold_requant(cfg, seed=5, count=12, mul_plan=plan)
+    check_fold_requant(cfg, seed=6, count=12, mul_plan=plan, shift_style="align")
+
+
+def test_fold_requantizer_mixed_lanes():
+    """Booth ("lut") and "dsp" lanes side by side: their adder trees differ in depth, and the
+    shallower one is padded with registers so that the lanes stay aligned."""
+    cfg = FOLD_CONFIGS[3]                                   # 5 rows over 3 lanes
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut", "dsp", "lut"))
+    rq = check_fold_requant(cfg, seed=8, count=15, mul_plan=plan)
+    assert rq.lanes == 3 and rq.tree_levels == 4           # 8 Booth terms and B: 4 levels
+
+
+def test_full_rate_requantizer_rejects_mixed_plan():
+    cfg = FOLD_CONFIGS[3]
+    plan = MulPlan(mac=(("lut",),) * cfg.rows, requant=("lut", "dsp", "lut"))
+    with pytest.raises(ValueError, match=r"plan's requantizer styles must be equal, not "
+                                         r"\('lut', 'dsp', 'lut'\)"):
+        Requantizer(cfg, mul_plan=plan)
 
 
 def test_fold_requantizer_rejects_bad_shifts():

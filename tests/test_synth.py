@@ -81,9 +81,10 @@ def test_plan_uniform_styles():
     cfg = LayerConfig(rows=2, cols=3, in_features=6, out_features=4)
     for style in ("dsp", "lut"):
         plan = plan_multipliers(cfg.replace(mul_style=style), family="ice40", dsp_budget=8)
+        # One requantizer lane: cfg.requant_lanes = ceil(rows / beats) = ceil(2 / 2).
         assert plan.counts() == {"mac_dsp": 6 * (style == "dsp"), "mac_lut": 6 * (style == "lut"),
-                                 "requant_dsp": 2 * (style == "dsp"),
-                                 "requant_lut": 2 * (style == "lut")}
+                                 "requant_dsp": 1 * (style == "dsp"),
+                                 "requant_lut": 1 * (style == "lut")}
 
 
 def test_plan_auto_without_target():
@@ -162,7 +163,7 @@ def test_mixed_plan_engine(monkeypatch):
     from qmac.hw import mac_array, requant
     from test_engine import check_engine
     cfg = LUT_CONFIGS[0].replace(mul_style="auto")
-    mixed = MulPlan(mac=(("dsp", "lut", "dsp"), ("lut", "lut", "dsp")), requant=("lut", "dsp"))
+    mixed = MulPlan(mac=(("dsp", "lut", "dsp"), ("lut", "lut", "dsp")), requant=("lut",))
     monkeypatch.setattr(mac_array, "plan_multipliers", lambda cfg: mixed)
     monkeypatch.setattr(requant, "plan_multipliers", lambda cfg: mixed)
     check_engine(cfg, batch=3)
