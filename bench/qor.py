@@ -119,7 +119,7 @@ def component_for(kind, cfg, target):
         keep = min(cfg.cols, target.available["dsps"] // cfg.rows)
         mac = tuple(tuple("lut" if c < cfg.cols - keep else "dsp" for c in range(cfg.cols))
                     for _ in range(cfg.rows))
-        plan = MulPlan(mac=mac, requant=("lut",) * cfg.rows)
+        plan = MulPlan(mac=mac, requant=("lut",) * cfg.requant_lanes)
         return MacArray(cfg, mul_plan=plan), plan
     return Accumulator(cfg), None
 
