@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .ecp5_mac import RegisteredProduct
 from .ice40_mac import DualProduct8x8
 from .multiply import plan_multipliers, product
 from .pipeline import global_enable, stage
@@ -42,6 +43,9 @@ class MacArray(wiring.Component):
     per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
     products take two register stages (the block's input and product registers); the other
     products of the array then register their operands first too, so that all stay aligned.
+    Likewise with ECP5 ``MULT18X18D`` products (style ``"dspreg"``,
+    :class:`~qmac.hw.ecp5_mac.RegisteredProduct`): the products take the block's register
+    stages (``mul_plan.product_stages``: 2, or 3 with input, pipeline and output registers).
 
     Parameters
     ----------
@@ -53,7 +57,8 @@ class MacArray(wiring.Component):
     mul_plan : MulPlan, optional
         How each product is built (``"dsp"``: ``*``; ``"lut"``: Booth logic; ``"dsp2"``: two per
         ``SB_MAC16``, an instance when the plan's ``family`` is ``"ice40"``, else its
-        behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
+        behavioural model; ``"dspreg"``: one registered ``MULT18X18D``, an instance when the
+        plan's ``family`` is ``"ecp5"``, else its behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
         no target part.
 
     Members
@@ -66,7 +71,8 @@ class MacArray(wiring.Component):
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
     ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage)``, with
-    ``product_stages`` 2 when the plan has ``"dsp2"`` products, else 1. Throughput is one beat per
+    ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
+    2 or 3 (``mul_plan.dsp_registers``) with ``"dspreg"`` products, else 1. Throughput is one beat per
     cycle. The pipeline has one global enable, ``en = ~o.valid | o.ready``, and ``i.ready = en``:
     a stall on ``o`` freezes every stage, so nothing is lost, duplicated or reordered.
     ``o.valid`` is a register and never depends on ``o.ready``.
@@ -92,8 +98,9 @@ class MacArray(wiring.Component):
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
         self.tree_stages = -(-self.tree_levels // levels_per_stage)
         #: Register stages of the products: 2 with ``"dsp2"`` products (input and product
-        #: registers of the DSP block), else 1.
-        self.product_stages = 2 if self.mul_plan.packed else 1
+        #: registers of the DSP block), those of the ``MULT18X18D`` with ``"dspreg"`` products,
+        #: else 1.
+        self.product_stages = self.mul_plan.product_stages
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
         self.latency = 1 + self.product_stages + self.tree_stages
         super().__init__({
@@ -115,6 +122,12 @@ class MacArray(wiring.Component):
             valid, first, last = stage(m, en, "operand", valid=self.i.valid,
                                        first=self.i.p.first, last=self.i.p.last)
             valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
+        elif self.mul_plan.registered:
+            products = self._registered_products(m, en, exact_product_bits)
+            valid, first, last = self.i.valid, self.i.p.first, self.i.p.last
+            for k in range(self.product_stages):
+                valid, first, last = stage(m, en, f"product{k}", valid=valid, first=first,
+                                           last=last)
         else:
             products = {}
             for r in range(cfg.rows):
@@ -231,4 +244,39 @@ class MacArray(wiring.Component):
                                        [:exact_product_bits].as_signed()),
                     ]
                 products[r, c] = product_reg
+        return products
+
+    def _registered_products(self, m, en, exact_product_bits):
+        """The products of a plan with ``"dspreg"`` products, ``product_stages`` register stages
+        each: ``"dspreg"`` products in :class:`RegisteredProduct` blocks (enabled by ``en``), the
+        others as registered operands, a registered product, then delay registers. Returns
+        ``{(r, c): product}``."""
+        cfg = self.cfg
+        plan = self.mul_plan
+        products = {}
+        for r in range(cfg.rows):
+            for c in range(cfg.cols):
+                x, w = self.i.p.x[c], self.i.p.w[r][c]
+                if plan.mac[r][c] == "dspreg":
+                    block = RegisteredProduct(a_bits=cfg.a_bits, a_signed=cfg.a_signed,
+                                              b_bits=cfg.w_bits, b_signed=True,
+                                              registers=plan.dsp_registers,
+                                              primitive=plan.primitives)
+                    m.submodules[f"mult18_{r}_{c}"] = block
+                    m.d.comb += [block.en.eq(en), block.a.eq(x), block.b.eq(w)]
+                    node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
+                    m.d.comb += node.eq(block.p[:exact_product_bits].as_signed())
+                    products[r, c] = node
+                    continue
+                x_reg = Signal(x.shape(), name=f"x_reg_{r}_{c}")
+                w_reg = Signal(w.shape(), name=f"w_reg_{r}_{c}")
+                value = product(x_reg, w_reg, plan.mac[r][c])[:exact_product_bits].as_signed()
+                with m.If(en):
+                    m.d.sync += [x_reg.eq(x), w_reg.eq(w)]
+                for k in range(1, self.product_stages):
+                    register = Signal(signed(exact_product_bits), name=f"product{k}_{r}_{c}")
+                    with m.If(en):
+                        m.d.sync += register.eq(value)
+                    value = register
+                products[r, c] = value
         return products
