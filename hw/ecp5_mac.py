@@ -200,7 +200,7 @@ class RegisteredProduct(wiring.Component):
         b_reg = Signal(self.b.shape(), name="b_reg", reset_less=True)
         with m.If(self.en):
             m.d.sync += [a_reg.eq(self.a), b_reg.eq(self.b)]
-        value = (a_reg * b_reg)[:self.p_bits].as_signed()
+        value = a_reg * b_reg           # each register below extends or cuts it exactly
         for stage in REGISTER_MODES[self.registers][1:]:
             register = Signal(signed(self.p_bits), name=f"p_{stage.lower()}", reset_less=True)
             with m.If(self.en):

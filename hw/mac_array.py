@@ -60,6 +60,9 @@ class MacArray(wiring.Component):
         behavioural model; ``"dspreg"``: one registered ``MULT18X18D``, an instance when the
         plan's ``family`` is ``"ecp5"``, else its behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
         no target part.
+    skid : bool, optional
+        A skid buffer after the accumulators (see Timing); default: when the plan has
+        ``"dspreg"`` products.
 
     Members
     -------
@@ -70,12 +73,17 @@ class MacArray(wiring.Component):
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
-    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage)``, with
+    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage) + skid``, with
     ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
     2 or 3 (``mul_plan.dsp_registers``) with ``"dspreg"`` products, else 1. Throughput is one beat per
     cycle. The pipeline has one global enable, ``en = ~o.valid | o.ready``, and ``i.ready = en``:
     a stall on ``o`` freezes every stage, so nothing is lost, duplicated or reordered.
     ``o.valid`` is a register and never depends on ``o.ready``.
+
+    With ``skid`` (default: when the plan has ``"dspreg"`` products, whose arrays are large and
+    fast enough for the enable's fan-out to set the clock), a skid buffer follows the
+    accumulators: ``en`` is then a register (room in the buffer), ``i.ready = en``, ``o.ready``
+    drives only the buffer, and the latency is one cycle more.
 
     Raises
     ------
@@ -83,7 +91,7 @@ class MacArray(wiring.Component):
         ``levels_per_stage`` is not a positive integer.
     """
 
-    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None):
+    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None, skid=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         check_levels_per_stage(levels_per_stage)
@@ -91,7 +99,7 @@ class MacArray(wiring.Component):
             mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
-    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None):
+    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None, skid=None):
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
@@ -101,8 +109,10 @@ class MacArray(wiring.Component):
         #: registers of the DSP block), those of the ``MULT18X18D`` with ``"dspreg"`` products,
         #: else 1.
         self.product_stages = self.mul_plan.product_stages
+        #: Whether a skid buffer sits behind the accumulators (so the enable is a register).
+        self.skid = self.mul_plan.registered if skid is None else bool(skid)
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = 1 + self.product_stages + self.tree_stages
+        self.latency = 1 + self.product_stages + self.tree_stages + int(self.skid)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -112,7 +122,16 @@ class MacArray(wiring.Component):
         cfg = self.cfg
         m = Module()
 
-        en = global_enable(m, self.i, self.o)
+        if self.skid:
+            # The pipeline's enable is a register (room in the skid buffer), so ``o.ready``
+            # drives only the buffer, not the enable of every stage and DSP block.
+            en = Signal(init=1, name="en")
+            m.d.comb += self.i.ready.eq(en)
+            done_valid = Signal(name="done_valid")
+            done = Signal(layouts.mac_output_layout(cfg), name="done")
+        else:
+            en = global_enable(m, self.i, self.o)
+            done_valid, done = self.o.valid, self.o.p
 
         # Registered products. ``x·w`` fits ``exact_product_bits`` signed for either signedness of
         # ``x``; the slice drops the extra bit of an unsigned-by-signed product.
@@ -201,13 +220,30 @@ class MacArray(wiring.Component):
                     flag.eq(changed | (flag & ~first)),
                 ]
             m.d.comb += [
-                self.o.p.acc[r].eq(acc),
-                self.o.p.overflow[r].eq(flag),
+                done.acc[r].eq(acc),
+                done.overflow[r].eq(flag),
             ]
         with m.If(en):
-            m.d.sync += self.o.valid.eq(valid & last)
+            m.d.sync += done_valid.eq(valid & last)
 
+        if self.skid:
+            self._skid_buffer(m, en, done_valid, done)
         return m
+
+    def _skid_buffer(self, m, en, done_valid, done):
+        """A two-entry output buffer: ``o`` (a register) and one skid register. While the skid
+        register is empty, ``en`` (a register, ``room``) is high and each finished result goes
+        to ``o`` when ``o`` is empty or being read, else to the skid register; while it is full,
+        ``en`` is low (the pipeline holds) until ``o`` is read and the skid entry moves to it."""
+        skid = Signal(layouts.mac_output_layout(self.cfg), name="skid")
+        with m.If(en):
+            with m.If(self.o.valid & ~self.o.ready):
+                with m.If(done_valid):
+                    m.d.sync += [skid.eq(done), en.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.p.eq(done), self.o.valid.eq(done_valid)]
+        with m.Elif(self.o.ready):
+            m.d.sync += [self.o.p.eq(skid), self.o.valid.eq(1), en.eq(1)]
 
     def _packed_products(self, m, en, exact_product_bits):
         """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of
