@@ -423,7 +423,8 @@ def test_gate_level_mac_array(registers, tmp_path):
     assert netlist.count('.REG_INPUTA_CLK("CLK0")') == blocks
     assert netlist.count('.REG_OUTPUT_CLK("CLK0")') == blocks
     assert netlist.count('.REG_PIPELINE_CLK("CLK0")') == (blocks if registers == "all" else 0)
-    assert cells.get("LUT4", 0) < 30 * cfg.rows       # a soft 8x8 product alone is ~100 LUTs
+    # No product in LUTs: a soft 8x8 product alone is about 100-230 LUT4 (note section 1.2).
+    assert cells.get("LUT4", 0) < 50 * cfg.rows * cfg.cols
     x, w = gate_vectors(cfg)
     inputs = beats.mac_beats(cfg, x, w)
     expected = beats.mac_expected(cfg, x, w)
@@ -432,6 +433,10 @@ def test_gate_level_mac_array(registers, tmp_path):
     width = layouts.mac_input_layout(cfg).size
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
                      stall=(0.3, 0.3), seed=5, in_width=width, label="stalls")
+    assert run.passed and run.outputs == expected and not run.extra
+    # Long output stalls: the skid buffer fills and the enable (the DSPs' CE0) goes low.
+    run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
+                     stall=(0.1, 0.8), seed=7, in_width=width, label="long stalls")
     assert run.passed and run.outputs == expected and not run.extra
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected, stall=0.0,
                      seed=5, in_width=width, label="full-rate")
@@ -446,7 +451,8 @@ def test_gate_level_mac_array(registers, tmp_path):
 
 def test_gate_level_catches_a_wrong_model(tmp_path):
     """The gate-level check can fail: with a MULT18X18D model whose registers ignore their clock
-    enable, the netlist's outputs under stalls differ from the golden model.
+    enable, the netlist's outputs under long output stalls (the stimulus the real model passes in
+    :func:`test_gate_level_mac_array`) differ from the golden model.
 
     (A wrong sign control cannot be seen here: the instance sign-extends both operands to 18 bits
     and the array keeps only the low ``a_bits + w_bits`` bits of ``P``, which are the same for
@@ -459,9 +465,9 @@ def test_gate_level_catches_a_wrong_model(tmp_path):
     model.write_text(wrong)
     dut = MacArray(cfg, mul_plan=ecp5_plan(cfg))
     built, _, _ = gate_level_build(dut, "mac_gate", tmp_path, model=model)
-    x, w = gate_vectors(cfg, n_random=4)
+    x, w = gate_vectors(cfg)
     expected = beats.mac_expected(cfg, x, w)
     run = run_stream(built, beats.mac_beats(cfg, x, w), n_outputs=len(expected),
-                     expected=expected, stall=(0.3, 0.3), seed=5,
+                     expected=expected, stall=(0.1, 0.8), seed=7,
                      in_width=layouts.mac_input_layout(cfg).size, label="wrong")
     assert not run.passed
