@@ -202,9 +202,14 @@ class MulPlan:
         """DSP blocks this plan asks of ``family`` (Yosys's mapping rules, estimated; one block
         per pair of ``"dsp2"`` products, one per ``"dspreg"`` product)."""
         counts = self.counts()
+        requant = self.requant
+        if self.registered:
+            # The lanes the engine builds (FoldRequantizer); the other plans still count one
+            # per row (kept: the iCE40 plans' budgets are tested against that count).
+            requant = requant[:min(cfg.rows, cfg.requant_lanes)]
         return (counts["mac_dsp"] * dsp_cost(*mac_operands(cfg), family)
                 + len(self.pairs()) + counts.get("mac_dspreg", 0)
-                + counts["requant_dsp"] * dsp_cost(*requant_operands(cfg), family))
+                + list(requant).count("dsp") * dsp_cost(*requant_operands(cfg), family))
 
     def check(self, cfg):
         if len(self.mac) != cfg.rows or any(len(row) != cfg.cols for row in self.mac):
