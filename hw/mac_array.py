@@ -173,7 +173,7 @@ class MacArray(wiring.Component):
                     pair = row[k:k + 2]
                     count = sum(n for _, n in pair)
                     node = Signal(signed(cfg.sum_bits(count)),
-                                  name=f"sum_l{level + 1}_{r}_{k // 2}")
+                                  name=f"sum_l{level + 1}_{r}_{k // 2}", reset_less=self.skid)
                     if len(pair) == 2:
                         (a, _), (b, _) = pair
                         value = (a + b)[:len(node)].as_signed()
@@ -199,8 +199,11 @@ class MacArray(wiring.Component):
         for r, row in enumerate(rows):
             (beat_sum, count), = row
             assert count == cfg.cols and len(beat_sum) == beat_sum_bits
-            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}")
-            flag = Signal(name=f"overflow_{r}")
+            # With the skid buffer (large, fast arrays) the data registers have no reset: the
+            # first beat of a dot product overwrites both, and the reset net's fan-out shrinks to
+            # the valid flags.
+            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}", reset_less=self.skid)
+            flag = Signal(name=f"overflow_{r}", reset_less=self.skid)
             exact = Signal(signed(exact_bits), name=f"exact_{r}")
             acc_next = Signal(signed(cfg.acc_bits), name=f"acc_next_{r}")
             changed = Signal(name=f"changed_{r}")
@@ -235,7 +238,7 @@ class MacArray(wiring.Component):
         register is empty, ``en`` (a register, ``room``) is high and each finished result goes
         to ``o`` when ``o`` is empty or being read, else to the skid register; while it is full,
         ``en`` is low (the pipeline holds) until ``o`` is read and the skid entry moves to it."""
-        skid = Signal(layouts.mac_output_layout(self.cfg), name="skid")
+        skid = Signal(layouts.mac_output_layout(self.cfg), name="skid", reset_less=True)
         with m.If(en):
             with m.If(self.o.valid & ~self.o.ready):
                 with m.If(done_valid):
@@ -304,13 +307,14 @@ class MacArray(wiring.Component):
                     m.d.comb += node.eq(block.p[:exact_product_bits].as_signed())
                     products[r, c] = node
                     continue
-                x_reg = Signal(x.shape(), name=f"x_reg_{r}_{c}")
-                w_reg = Signal(w.shape(), name=f"w_reg_{r}_{c}")
+                x_reg = Signal(x.shape(), name=f"x_reg_{r}_{c}", reset_less=True)
+                w_reg = Signal(w.shape(), name=f"w_reg_{r}_{c}", reset_less=True)
                 value = product(x_reg, w_reg, plan.mac[r][c])[:exact_product_bits].as_signed()
                 with m.If(en):
                     m.d.sync += [x_reg.eq(x), w_reg.eq(w)]
                 for k in range(1, self.product_stages):
-                    register = Signal(signed(exact_product_bits), name=f"product{k}_{r}_{c}")
+                    register = Signal(signed(exact_product_bits), name=f"product{k}_{r}_{c}",
+                                      reset_less=True)
                     with m.If(en):
                         m.d.sync += register.eq(value)
                     value = register
