@@ -471,3 +471,27 @@ def test_gate_level_catches_a_wrong_model(tmp_path):
                      expected=expected, stall=(0.1, 0.8), seed=7,
                      in_width=layouts.mac_input_layout(cfg).size, label="wrong")
     assert not run.passed
+
+
+# -- synth: the bound for what nextpnr does not time ---------------------------------------------
+
+def test_registered_mult18_bound(tmp_path):
+    """With input and output registers (nextpnr's REGS_ALL) the multiply inside the block is not
+    timed: the reported bound caps the Fmax at the internal stage; no registered block, no
+    bound."""
+    from qmac.synth import MULT18_INTERNAL_MHZ, _registered_mult18_bound
+
+    def netlist(**params):
+        path = tmp_path / "netlist.json"
+        path.write_text(json.dumps({"modules": {"top": {"cells": {
+            "m": {"type": "MULT18X18D", "parameters": params}}}}}))
+        return path
+
+    both = netlist(REG_INPUTA_CLK="CLK0", REG_INPUTB_CLK="CLK0", REG_OUTPUT_CLK="CLK0")
+    bound = _registered_mult18_bound(both, 400.0)
+    assert bound["fmax_mhz"] == MULT18_INTERNAL_MHZ and bound["modes"] == {"REGS_ALL": 1}
+    assert _registered_mult18_bound(both, 150.0)["fmax_mhz"] == 150.0
+    pipeline = netlist(REG_INPUTA_CLK="CLK0", REG_INPUTB_CLK="CLK0", REG_PIPELINE_CLK="CLK0")
+    assert _registered_mult18_bound(pipeline, 400.0)["modes"] == {"REGS_INPUT": 1}
+    assert _registered_mult18_bound(pipeline, 400.0)["fmax_mhz"] == 400.0
+    assert _registered_mult18_bound(netlist(), 400.0) is None
