@@ -410,7 +410,10 @@ def gate_vectors(cfg, n_random=16):
     return x, w
 
 
-@pytest.mark.parametrize("registers", ["output", "all"])
+# Each gate-level build takes 1-3 minutes (Verilator compiles the whole netlist): the mode with
+# all three registers runs with ``-m slow``.
+@pytest.mark.parametrize("registers", ["output",
+                                       pytest.param("all", marks=pytest.mark.slow)])
 def test_gate_level_mac_array(registers, tmp_path):
     cfg = GATE_CONFIG
     plan = ecp5_plan(cfg, registers=registers)
