@@ -498,3 +498,13 @@ def test_registered_mult18_bound(tmp_path):
     assert _registered_mult18_bound(pipeline, 400.0)["modes"] == {"REGS_INPUT": 1}
     assert _registered_mult18_bound(pipeline, 400.0)["fmax_mhz"] == 400.0
     assert _registered_mult18_bound(netlist(), 400.0) is None
+
+
+def test_report_shows_the_mult18_bound():
+    from qmac.synth import format_report
+    result = {"name": "x", "target": "ecp5-45k", "seed": 1, "freq_target_mhz": 100,
+              "available": {"luts": 1, "ffs": 1, "carries": 1, "dsps": 1, "brams": 1},
+              "luts": 1, "ffs": 1, "carries": 1, "dsps": 1, "brams": 0, "family": "ecp5",
+              "fits": True, "fmax_mhz": 400.0, "fmax_mult18_bound_mhz": 290.0, "clock": "clk"}
+    assert "Fmax 290.0 MHz at most" in format_report(result)
+    assert "at most" not in format_report({**result, "fmax_mult18_bound_mhz": 400.0})
