@@ -6,6 +6,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .ecp5_mac import RegisteredProduct
 from .ecp5_pack import PackedProducts
 from .ice40_mac import DualProduct8x8
 from .multiply import plan_multipliers, product
@@ -43,6 +44,9 @@ class MacArray(wiring.Component):
     per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
     products take two register stages (the block's input and product registers); the other
     products of the array then register their operands first too, so that all stay aligned.
+    Likewise with ECP5 ``MULT18X18D`` products (style ``"dspreg"``,
+    :class:`~qmac.hw.ecp5_mac.RegisteredProduct`): the products take the block's register
+    stages (``mul_plan.product_stages``: 2, or 3 with input, pipeline and output registers).
     Products of style ``"pack"`` (a column's rows sharing one multiply,
     :class:`~qmac.hw.ecp5_pack.PackedProducts`) keep the single product stage.
 
@@ -56,8 +60,12 @@ class MacArray(wiring.Component):
     mul_plan : MulPlan, optional
         How each product is built (``"dsp"``: ``*``; ``"lut"``: Booth logic; ``"dsp2"``: two per
         ``SB_MAC16``, an instance when the plan's ``family`` is ``"ice40"``, else its
-        behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
+        behavioural model; ``"dspreg"``: one registered ``MULT18X18D``, an instance when the
+        plan's ``family`` is ``"ecp5"``, else its behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
         no target part.
+    skid : bool, optional
+        A skid buffer after the accumulators (see Timing); default: when the plan has
+        ``"dspreg"`` products.
 
     Members
     -------
@@ -68,11 +76,17 @@ class MacArray(wiring.Component):
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
-    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage)``, with
-    ``product_stages`` 2 when the plan has ``"dsp2"`` products, else 1. Throughput is one beat per
+    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage) + skid``, with
+    ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
+    2 or 3 (``mul_plan.dsp_registers``) with ``"dspreg"`` products, else 1. Throughput is one beat per
     cycle. The pipeline has one global enable, ``en = ~o.valid | o.ready``, and ``i.ready = en``:
     a stall on ``o`` freezes every stage, so nothing is lost, duplicated or reordered.
     ``o.valid`` is a register and never depends on ``o.ready``.
+
+    With ``skid`` (default: when the plan has ``"dspreg"`` products, whose arrays are large and
+    fast enough for the enable's fan-out to set the clock), a skid buffer follows the
+    accumulators: ``en`` is then a register (room in the buffer), ``i.ready = en``, ``o.ready``
+    drives only the buffer, and the latency is one cycle more.
 
     Raises
     ------
@@ -80,7 +94,7 @@ class MacArray(wiring.Component):
         ``levels_per_stage`` is not a positive integer.
     """
 
-    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None):
+    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None, skid=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         check_levels_per_stage(levels_per_stage)
@@ -88,17 +102,20 @@ class MacArray(wiring.Component):
             mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
-    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None):
+    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None, skid=None):
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
         self.tree_levels = (cfg.cols - 1).bit_length()           # ceil(log2(cols))
         self.tree_stages = -(-self.tree_levels // levels_per_stage)
         #: Register stages of the products: 2 with ``"dsp2"`` products (input and product
-        #: registers of the DSP block), else 1.
-        self.product_stages = 2 if self.mul_plan.packed else 1
+        #: registers of the DSP block), those of the ``MULT18X18D`` with ``"dspreg"`` products,
+        #: else 1.
+        self.product_stages = self.mul_plan.product_stages
+        #: Whether a skid buffer sits behind the accumulators (so the enable is a register).
+        self.skid = self.mul_plan.registered if skid is None else bool(skid)
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = 1 + self.product_stages + self.tree_stages
+        self.latency = 1 + self.product_stages + self.tree_stages + int(self.skid)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -108,7 +125,16 @@ class MacArray(wiring.Component):
         cfg = self.cfg
         m = Module()
 
-        en = global_enable(m, self.i, self.o)
+        if self.skid:
+            # The pipeline's enable is a register (room in the skid buffer), so ``o.ready``
+            # drives only the buffer, not the enable of every stage and DSP block.
+            en = Signal(init=1, name="en")
+            m.d.comb += self.i.ready.eq(en)
+            done_valid = Signal(name="done_valid")
+            done = Signal(layouts.mac_output_layout(cfg), name="done")
+        else:
+            en = global_enable(m, self.i, self.o)
+            done_valid, done = self.o.valid, self.o.p
 
         # Registered products. ``x·w`` fits ``exact_product_bits`` signed for either signedness of
         # ``x``; the slice drops the extra bit of an unsigned-by-signed product.
@@ -118,6 +144,12 @@ class MacArray(wiring.Component):
             valid, first, last = stage(m, en, "operand", valid=self.i.valid,
                                        first=self.i.p.first, last=self.i.p.last)
             valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
+        elif self.mul_plan.registered:
+            products = self._registered_products(m, en, exact_product_bits)
+            valid, first, last = self.i.valid, self.i.p.first, self.i.p.last
+            for k in range(self.product_stages):
+                valid, first, last = stage(m, en, f"product{k}", valid=valid, first=first,
+                                           last=last)
         else:
             products = self._pack_products(m, en, exact_product_bits)
             for r in range(cfg.rows):
@@ -146,7 +178,7 @@ class MacArray(wiring.Component):
                     pair = row[k:k + 2]
                     count = sum(n for _, n in pair)
                     node = Signal(signed(cfg.sum_bits(count)),
-                                  name=f"sum_l{level + 1}_{r}_{k // 2}")
+                                  name=f"sum_l{level + 1}_{r}_{k // 2}", reset_less=self.skid)
                     if len(pair) == 2:
                         (a, _), (b, _) = pair
                         value = (a + b)[:len(node)].as_signed()
@@ -172,8 +204,11 @@ class MacArray(wiring.Component):
         for r, row in enumerate(rows):
             (beat_sum, count), = row
             assert count == cfg.cols and len(beat_sum) == beat_sum_bits
-            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}")
-            flag = Signal(name=f"overflow_{r}")
+            # With the skid buffer (large, fast arrays) the data registers have no reset: the
+            # first beat of a dot product overwrites both, and the reset net's fan-out shrinks to
+            # the valid flags.
+            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}", reset_less=self.skid)
+            flag = Signal(name=f"overflow_{r}", reset_less=self.skid)
             exact = Signal(signed(exact_bits), name=f"exact_{r}")
             acc_next = Signal(signed(cfg.acc_bits), name=f"acc_next_{r}")
             changed = Signal(name=f"changed_{r}")
@@ -193,12 +228,14 @@ class MacArray(wiring.Component):
                     flag.eq(changed | (flag & ~first)),
                 ]
             m.d.comb += [
-                self.o.p.acc[r].eq(acc),
-                self.o.p.overflow[r].eq(flag),
+                done.acc[r].eq(acc),
+                done.overflow[r].eq(flag),
             ]
         with m.If(en):
-            m.d.sync += self.o.valid.eq(valid & last)
+            m.d.sync += done_valid.eq(valid & last)
 
+        if self.skid:
+            self._skid_buffer(m, en, done_valid, done)
         return m
 
     def _pack_products(self, m, en, exact_product_bits):
@@ -220,6 +257,21 @@ class MacArray(wiring.Component):
                              node.eq(block.p[i][:exact_product_bits].as_signed())]
                 products[r, c] = node
         return products
+
+    def _skid_buffer(self, m, en, done_valid, done):
+        """A two-entry output buffer: ``o`` (a register) and one skid register. While the skid
+        register is empty, ``en`` (a register, ``room``) is high and each finished result goes
+        to ``o`` when ``o`` is empty or being read, else to the skid register; while it is full,
+        ``en`` is low (the pipeline holds) until ``o`` is read and the skid entry moves to it."""
+        skid = Signal(layouts.mac_output_layout(self.cfg), name="skid", reset_less=True)
+        with m.If(en):
+            with m.If(self.o.valid & ~self.o.ready):
+                with m.If(done_valid):
+                    m.d.sync += [skid.eq(done), en.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.p.eq(done), self.o.valid.eq(done_valid)]
+        with m.Elif(self.o.ready):
+            m.d.sync += [self.o.p.eq(skid), self.o.valid.eq(1), en.eq(1)]
 
     def _packed_products(self, m, en, exact_product_bits):
         """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of
@@ -256,4 +308,40 @@ class MacArray(wiring.Component):
                                        [:exact_product_bits].as_signed()),
                     ]
                 products[r, c] = product_reg
+        return products
+
+    def _registered_products(self, m, en, exact_product_bits):
+        """The products of a plan with ``"dspreg"`` products, ``product_stages`` register stages
+        each: ``"dspreg"`` products in :class:`RegisteredProduct` blocks (enabled by ``en``), the
+        others as registered operands, a registered product, then delay registers. Returns
+        ``{(r, c): product}``."""
+        cfg = self.cfg
+        plan = self.mul_plan
+        products = {}
+        for r in range(cfg.rows):
+            for c in range(cfg.cols):
+                x, w = self.i.p.x[c], self.i.p.w[r][c]
+                if plan.mac[r][c] == "dspreg":
+                    block = RegisteredProduct(a_bits=cfg.a_bits, a_signed=cfg.a_signed,
+                                              b_bits=cfg.w_bits, b_signed=True,
+                                              registers=plan.dsp_registers,
+                                              primitive=plan.primitives)
+                    m.submodules[f"mult18_{r}_{c}"] = block
+                    m.d.comb += [block.en.eq(en), block.a.eq(x), block.b.eq(w)]
+                    node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
+                    m.d.comb += node.eq(block.p[:exact_product_bits].as_signed())
+                    products[r, c] = node
+                    continue
+                x_reg = Signal(x.shape(), name=f"x_reg_{r}_{c}", reset_less=True)
+                w_reg = Signal(w.shape(), name=f"w_reg_{r}_{c}", reset_less=True)
+                value = product(x_reg, w_reg, plan.mac[r][c])[:exact_product_bits].as_signed()
+                with m.If(en):
+                    m.d.sync += [x_reg.eq(x), w_reg.eq(w)]
+                for k in range(1, self.product_stages):
+                    register = Signal(signed(exact_product_bits), name=f"product{k}_{r}_{c}",
+                                      reset_less=True)
+                    with m.If(en):
+                        m.d.sync += register.eq(value)
+                    value = register
+                products[r, c] = value
         return products

@@ -12,7 +12,13 @@ one iCE40 ``SB_MAC16`` in its ``MODE_8x8`` (:class:`~qmac.hw.ice40_mac.DualProdu
 Yosys does not infer. :class:`~qmac.hw.mac_array.MacArray` pairs them (:meth:`MulPlan.pairs`) and
 gives them two register stages instead of one.
 
-A fourth, ``"pack"``, also for MAC products only: the products of one column share their
+A fourth style, ``"dspreg"``, also for MAC products only: one product in an ECP5 ``MULT18X18D``
+with its input and output (or pipeline) registers on
+(:class:`~qmac.hw.ecp5_mac.RegisteredProduct`), which Yosys does not infer either (it maps a
+``*`` to a combinational ``MULT18X18D``). ``"auto"`` picks it on ECP5 for every product the DSP
+takes; ``"dsp"`` stays the inferred, combinational mapping.
+
+A fifth, ``"pack"``, also for MAC products only: the products of one column share their
 activation, so ``n`` of them (:func:`pack_size`: 2 for 4-bit operands, 5 for 2-bit ones, at
 most ``rows``) share one multiply ``x·A``, ``A`` the weights side by side, one ECP5 ``MULT18X18D``
 (:class:`~qmac.hw.ecp5_pack.PackedProducts`), with the same single register stage as ``"dsp"``
@@ -29,7 +35,8 @@ from .ecp5_pack import MULT_BITS, pack_count
 
 
 __all__ = ["MulPlan", "plan_multipliers", "plan_packed", "dsp_cost", "product", "soft_product",
-           "AUTO_DSP_MIN_BITS", "FAMILIES", "PACKED_FAMILIES", "packs_8x8"]
+           "AUTO_DSP_MIN_BITS", "FAMILIES", "PACKED_FAMILIES", "REGISTERED_FAMILIES",
+           "packs_8x8", "fits_dspreg"]
 
 
 #: With no target part, ``auto`` gives a DSP to products whose narrower operand has at least
@@ -51,6 +58,14 @@ FAMILIES = {
 #: primitive: iCE40's ``SB_MAC16`` in ``MODE_8x8``.
 PACKED_FAMILIES = ("ice40",)
 
+#: Families whose DSP block takes one MAC product with its registers on (style ``"dspreg"``)
+#: as a hand-instantiated primitive: ECP5's ``MULT18X18D``.
+REGISTERED_FAMILIES = ("ecp5",)
+
+#: MAC product styles, and the ones a requantizer lane may have.
+MAC_STYLES = ("dsp", "lut", "dsp2", "dspreg", "pack")
+REQUANT_STYLES = ("dsp", "lut")
+
 
 def packs_8x8(cfg):
     """Whether the MAC products of ``cfg`` fit one half of an ``SB_MAC16`` in ``MODE_8x8``
@@ -58,6 +73,13 @@ def packs_8x8(cfg):
     reads its ``A`` operand unsigned)."""
     from .ice40_mac import fits_8x8
     return fits_8x8(cfg.a_bits, cfg.a_signed, cfg.w_bits, True)
+
+
+def fits_dspreg(cfg):
+    """Whether the MAC products of ``cfg`` fit one ECP5 ``MULT18X18D`` (operands of at most 18
+    bits)."""
+    from .ecp5_mac import fits_mult18
+    return fits_mult18(cfg.a_bits, cfg.a_signed, cfg.w_bits, True)
 
 
 def _operand_bits(bits, is_signed):
@@ -89,7 +111,8 @@ def dsp_cost(a_bits, b_bits, family):
 @dataclass(frozen=True)
 class MulPlan:
     """The style of every multiplier of a layer: ``"dsp"``, ``"lut"``, or for MAC products also
-    ``"dsp2"`` (two products per iCE40 ``SB_MAC16``).
+    ``"dsp2"`` (two products per iCE40 ``SB_MAC16``) or ``"dspreg"`` (one product per ECP5
+    ``MULT18X18D``, registered).
 
     Parameters
     ----------
@@ -100,31 +123,41 @@ class MulPlan:
         lanes the engine's requantizer builds).
     family : str, optional
         The FPGA family the plan is for. With ``"ice40"``, ``"dsp2"`` products are built as
-        ``SB_MAC16`` instances (for synthesis); with ``None`` (no target part), as their
-        behavioural model, which the Amaranth simulator and plain Verilog simulation run.
+        ``SB_MAC16`` instances (for synthesis), with ``"ecp5"`` ``"dspreg"`` products as
+        ``MULT18X18D`` instances; with ``None`` (no target part), as their behavioural model,
+        which the Amaranth simulator and plain Verilog simulation run.
+    dsp_registers : {"output", "pipeline", "all"}
+        The register stages of ``"dspreg"`` products
+        (:data:`~qmac.hw.ecp5_mac.REGISTER_MODES`).
 
     Raises
     ------
     ValueError
-        A style is unknown, ``"dsp2"`` is given to a requantizer lane, or ``family`` is not
-        ``None`` or a family of :data:`FAMILIES`; (in :meth:`check`) the plan's shape does
-        not match the configuration, or ``"dsp2"`` products do not fit 8×8.
+        A style is unknown, ``"dsp2"`` or ``"dspreg"`` is given to a requantizer lane,
+        ``family`` is not ``None`` or a family of :data:`FAMILIES`, or ``dsp_registers`` is
+        unknown; (in :meth:`check`) the plan's shape does not match the configuration,
+        ``"dsp2"`` products do not fit 8×8, ``"dspreg"`` products do not fit 18×18, or a
+        style is given on a family that does not have it.
     """
 
     mac: tuple
     requant: tuple
     family: str | None = None
+    dsp_registers: str = "output"
 
     def __post_init__(self):
         for style in [s for row in self.mac for s in row]:
-            if style not in ("dsp", "lut", "dsp2", "pack"):
+            if style not in MAC_STYLES:
                 raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r} "
-                                 f"('dsp2' and 'pack' are also allowed for MAC products)")
+                                 f"('dsp2', 'dspreg' and 'pack' are also allowed for MAC "
+                                 f"products)")
         for style in self.requant:
-            if style not in ("dsp", "lut"):
+            if style not in REQUANT_STYLES:
                 raise ValueError(f"a multiplier style must be 'dsp' or 'lut', not {style!r}"
                                  + (f" (a requantizer lane cannot be {style!r})"
-                                    if style in ("dsp2", "pack") else ""))
+                                    if style in MAC_STYLES else ""))
+        from .ecp5_mac import check_registers
+        check_registers(self.dsp_registers)
         if self.family is not None and self.family not in FAMILIES:
             raise ValueError(f"family must be None or one of "
                              f"{', '.join(map(repr, FAMILIES))}, not {self.family!r}")
@@ -135,10 +168,24 @@ class MulPlan:
         return any(s == "dsp2" for row in self.mac for s in row)
 
     @property
+    def registered(self):
+        """Whether any MAC product is ``"dspreg"``."""
+        return any(s == "dspreg" for row in self.mac for s in row)
+
+    @property
+    def product_stages(self):
+        """Register stages of the MAC products: those of the DSP blocks when the plan has
+        ``"dsp2"`` (2) or ``"dspreg"`` products (2 or 3), else 1."""
+        if self.registered:
+            from .ecp5_mac import latency
+            return latency(self.dsp_registers)
+        return 2 if self.packed else 1
+
+    @property
     def primitives(self):
-        """Whether ``"dsp2"`` products are built as the family's DSP primitive (else as its
-        behavioural model)."""
-        return self.family in PACKED_FAMILIES
+        """Whether ``"dsp2"`` and ``"dspreg"`` products are built as the family's DSP primitive
+        (else as its behavioural model)."""
+        return self.family in PACKED_FAMILIES + REGISTERED_FAMILIES
 
     def pairs(self):
         """The ``"dsp2"`` MAC products grouped by the DSP block they share: a list of tuples of
@@ -171,16 +218,20 @@ class MulPlan:
             counts["mac_dsp2"] = flat.count("dsp2")
         if "pack" in flat:
             counts["mac_pack"] = flat.count("pack")
+        if "dspreg" in flat:
+            counts["mac_dspreg"] = flat.count("dspreg")
         return counts
 
     def dsp_estimate(self, cfg, family):
         """DSP blocks this plan asks of ``family`` (Yosys's mapping rules, estimated; one block
-        per pair of ``"dsp2"`` products and per group of ``"pack"`` products)."""
+        per pair of ``"dsp2"`` products, one per ``"dspreg"`` product and one per group of
+        ``"pack"`` products)."""
         counts = self.counts()
+        requant = self.requant             # cfg.requant_lanes lanes (check)
         return (counts["mac_dsp"] * dsp_cost(*mac_operands(cfg), family)
-                + len(self.pairs())
+                + len(self.pairs()) + counts.get("mac_dspreg", 0)
                 + (len(self.pack_groups(cfg)) if "mac_pack" in counts else 0)
-                + counts["requant_dsp"] * dsp_cost(*requant_operands(cfg), family))
+                + list(requant).count("dsp") * dsp_cost(*requant_operands(cfg), family))
 
     def check(self, cfg):
         if len(self.mac) != cfg.rows or any(len(row) != cfg.cols for row in self.mac):
@@ -205,6 +256,18 @@ class MulPlan:
                              f"{MULT_BITS}x{MULT_BITS} multiply; a_bits={cfg.a_bits}, "
                              f"a_signed={cfg.a_signed}, w_bits={cfg.w_bits} fit "
                              f"{pack_size(cfg)}")
+        if self.registered:
+            if not fits_dspreg(cfg):
+                raise ValueError(f"'dspreg' MAC products need operands of at most 18 bits, not "
+                                 f"a_bits={cfg.a_bits}, w_bits={cfg.w_bits}")
+            if self.family is not None and self.family not in REGISTERED_FAMILIES:
+                raise ValueError(f"'dspreg' MAC products exist only on "
+                                 f"{', '.join(map(repr, REGISTERED_FAMILIES))}, not on family "
+                                 f"{self.family!r}")
+        if self.packed and self.registered:
+            raise ValueError("a plan cannot mix 'dsp2' and 'dspreg' MAC products")
+        if "mac_pack" in self.counts() and self.registered:
+            raise ValueError("a plan cannot mix 'pack' and 'dspreg' MAC products")
         return self
 
 
@@ -242,7 +305,7 @@ def _auto_style(a_bits, b_bits):
     return "dsp" if lo >= AUTO_DSP_MIN_BITS[0] and hi >= AUTO_DSP_MIN_BITS[1] else "lut"
 
 
-def plan_multipliers(cfg, *, family=None, dsp_budget=None):
+def plan_multipliers(cfg, *, family=None, dsp_budget=None, dsp_registers="output"):
     """The :class:`MulPlan` of ``cfg.mul_style``.
 
     ``"dsp"`` and ``"lut"`` give every multiplier that style. ``"auto"`` without ``family``
@@ -259,6 +322,11 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
     throughput, so the requantizer lanes move to LUTs first; then MAC products, column by
     column, until the estimate fits. The plan records ``family``, so that the packed products
     become ``SB_MAC16`` instances.
+
+    On ECP5 (:data:`REGISTERED_FAMILIES`), when the MAC products fit 18×18
+    (:func:`fits_dspreg`), ``"auto"`` makes every MAC product that stays on a DSP
+    ``"dspreg"`` (a ``MULT18X18D`` with its registers on, ``dsp_registers`` stages) and records
+    ``family``, so that they become ``MULT18X18D`` instances.
 
     Raises
     ------
@@ -277,6 +345,8 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
         return _uniform(cfg, _auto_style(*mac_ops), _auto_style(*rq_ops))
     if family in PACKED_FAMILIES and packs_8x8(cfg):
         return _plan_packed(cfg, family, dsp_budget)
+    if family in REGISTERED_FAMILIES and fits_dspreg(cfg) and dsp_cost(*mac_ops, family):
+        return _plan_registered(cfg, family, dsp_budget, dsp_registers)
 
     mac_cost, rq_cost = dsp_cost(*mac_ops, family), dsp_cost(*rq_ops, family)
     mac = [["dsp" if mac_cost else "lut" for _ in range(cfg.cols)] for _ in range(cfg.rows)]
@@ -298,6 +368,33 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None):
             requant[r] = "lut"
             used -= rq_cost
     return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant))
+
+
+def _plan_registered(cfg, family, dsp_budget, dsp_registers):
+    """``"auto"`` on a family with registered MAC products: every MAC product ``"dspreg"``;
+    then, while the DSPs used exceed ``dsp_budget``, requantizer lanes to LUTs, then MAC
+    products (column by column, last column first). The MAC blocks set the array's clock and
+    throughput, so they keep the DSPs first. The count takes the requantizer lanes the engine
+    builds (``cfg.requant_lanes``, :class:`~qmac.hw.requant.FoldRequantizer`), each at the cost
+    of a full ``acc_bits × m_bits`` multiply (an upper bound of its digit multiply)."""
+    rq_cost = dsp_cost(*requant_operands(cfg), family)
+    mac = [["dspreg"] * cfg.cols for _ in range(cfg.rows)]
+    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.requant_lanes)]
+
+    def used():
+        return sum(row.count("dspreg") for row in mac) + rq_cost * requant.count("dsp")
+
+    for r in range(cfg.requant_lanes):
+        if used() <= dsp_budget:
+            break
+        requant[r] = "lut"
+    for c in reversed(range(cfg.cols)):
+        for r in range(cfg.rows):
+            if used() <= dsp_budget:
+                break
+            mac[r][c] = "lut"
+    return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant), family=family,
+                   dsp_registers=dsp_registers)
 
 
 def _plan_packed(cfg, family, dsp_budget):
@@ -382,8 +479,10 @@ def _to_width(value, width):
 
 def product(a, b, style):
     """``a * b`` built in ``style``: ``"dsp"`` (a plain ``*``) or ``"lut"``
-    (:func:`soft_product`). (``"dsp2"`` products are registered blocks, built by
-    :class:`~qmac.hw.mac_array.MacArray` with :class:`~qmac.hw.ice40_mac.DualProduct8x8`.)"""
+    (:func:`soft_product`). (``"dsp2"`` and ``"dspreg"`` products are registered blocks,
+    built by :class:`~qmac.hw.mac_array.MacArray` with
+    :class:`~qmac.hw.ice40_mac.DualProduct8x8` and
+    :class:`~qmac.hw.ecp5_mac.RegisteredProduct`.)"""
     if style == "dsp":
         return a * b
     if style == "lut":

@@ -472,6 +472,13 @@ def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
         notes.append("nextpnr-ice40 does not model SB_MAC16 timing (every DSP port counts as "
                      "a register with 0.1 ns): DSP paths are optimistic; the datasheet bounds "
                      "an unregistered 8x8/16x16 SB_MAC16 at 50 MHz")
+    mult18 = _registered_mult18_bound(workdir / "netlist.json", result["fmax_mhz"]) \
+        if target.family == "ecp5" and counts["dsps"] else None
+    if mult18 is not None:
+        # An upper bound (iCE40's fmax_dsp_bound_mhz is a lower one): a key of its own.
+        result["fmax_mult18_bound_mhz"] = mult18["fmax_mhz"]
+        result["mult18_bound"] = mult18
+        notes.append(mult18["note"])
     if gnd:
         notes.append(f"{len(gnd)} path(s) through unregistered SB_MAC16 reported on the "
                      f"$PACKER_GND_NET pseudo-clock were left out of Fmax")
@@ -537,6 +544,53 @@ def _registered_mac16_bound(netlist_path, fmax_mhz):
             "basis": f"+{extra:.2f} ns on nextpnr's period for the DSP pins "
                      f"(setup {MAC16_SETUP_NS} ns, clock-to-out {MAC16_CLK_TO_OUT_NS} ns), the "
                      f"block's internal stage at most {MAC16_8X8_MULTIPLY_NS} ns"}
+
+
+#: The internal register-to-register stage of a MULT18X18D with input and output registers
+#: (speed grade 6), which nextpnr does not time: about 3.2-3.5 ns from prjtrellis-db's
+#: ``REGS_INPUT`` clock-to-P (3.86 ns) and ``REGS_OUTPUT`` setup (3.49 ns) (performance note,
+#: section 1.2, inferred); as a clock, about 290 MHz.
+MULT18_INTERNAL_MHZ = 290.0
+
+
+def _registered_mult18_bound(netlist_path, fmax_mhz):
+    """The Fmax with the MULT18X18D's untimed internal stage counted, when the netlist holds
+    MULT18X18D cells with registers (``None`` when it has none, or none registered).
+
+    nextpnr times a MULT18X18D by its ``REG_INPUTA/B_CLK`` and ``REG_OUTPUT_CLK`` only (it
+    ignores ``REG_PIPELINE_CLK``): with input and output registers (``REGS_ALL``) the multiply
+    between them is not timed at all, so the clock is bounded by :data:`MULT18_INTERNAL_MHZ`;
+    with input registers only (``"pipeline"`` mode), the output counts as combinational from
+    the input registers (3.86 ns), which overstates the path.
+    """
+    if fmax_mhz is None:
+        return None
+    try:
+        netlist = json.loads(Path(netlist_path).read_text())
+    except (OSError, ValueError):
+        return None
+    modes = {}
+    for module in netlist.get("modules", {}).values():
+        for cell in module.get("cells", {}).values():
+            if cell["type"] != "MULT18X18D":
+                continue
+            p = cell.get("parameters", {})
+            registered = [p.get(f"REG_{r}_CLK", "NONE") != "NONE"
+                          for r in ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")]
+            mode = ("REGS_ALL" if registered[3] else "REGS_INPUT") \
+                if registered[0] and registered[1] \
+                else ("REGS_OUTPUT" if registered[3] else "REGS_NONE")
+            modes[mode] = modes.get(mode, 0) + 1
+    if not modes or set(modes) == {"REGS_NONE"}:
+        return None
+    bound = min(fmax_mhz, MULT18_INTERNAL_MHZ) if "REGS_ALL" in modes else fmax_mhz
+    what = ", ".join(f"{n} {m}" for m, n in sorted(modes.items()))
+    note = (f"MULT18X18D timing classes ({what}): nextpnr does not time the multiply inside a "
+            f"block with input and output registers; bounded by that internal stage "
+            f"(about {MULT18_INTERNAL_MHZ:.0f} MHz at speed 6, inferred), the Fmax is at most "
+            f"{bound:.1f} MHz")
+    return {"fmax_mhz": round(bound, 2), "modes": modes, "note": note,
+            "basis": f"internal stage about {MULT18_INTERNAL_MHZ:.0f} MHz (inferred)"}
 
 
 def _mac16_reaches_mac16(module, start):
@@ -715,6 +769,8 @@ def format_report(result):
         mul = result["multipliers"]
         packed = f" / {mul['mac_dsp2']} packed two per SB_MAC16" if mul.get("mac_dsp2") \
             else ""
+        if mul.get("mac_dspreg"):
+            packed += f" / {mul['mac_dspreg']} registered MULT18X18D"
         lines.append(f"  multipliers ({result['mul_style']}): MAC products {mul['mac_dsp']} "
                      f"dsp-style{packed} / {mul['mac_lut']} LUT; requantizer lanes "
                      f"{mul['requant_dsp']} dsp-style / {mul['requant_lut']} LUT "
@@ -727,6 +783,10 @@ def format_report(result):
         if result.get("fmax_dsp_bound_mhz") is not None:
             lines.append(f"  Fmax {result['fmax_dsp_bound_mhz']:.1f} MHz at least, with "
                          f"SB_MAC16 delays counted (icestorm; see the note)")
+        bound = result.get("fmax_mult18_bound_mhz")
+        if bound is not None and bound < result["fmax_mhz"]:
+            lines.append(f"  Fmax {bound:.1f} MHz at most, with the MULT18X18D's untimed "
+                         f"internal stage counted (see the note)")
         if result.get("macs_per_cycle"):
             lines.append(f"  {result['macs_per_cycle']} MAC/cycle -> "
                          f"{result['macs_per_cycle'] * result['fmax_mhz'] / 1e3:.2f} GMAC/s")
