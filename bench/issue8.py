@@ -267,11 +267,65 @@ def rows_and_jobs():
                                    parameters, **dsp))
     rows.append(Row("7", "example engine on ecp5-45k, Fmax", "higher", (ecp5,), (ecp5_before,),
                     lambda r: fmax(r[0]), higher, "MHz"))
+    rows += ecp5_rows(add)
     rows += threshold_rows(add)
     rows += narrow_rows(add)
     rows += acc_width_rows(add)
     rows.sort(key=lambda row: row.target)          # stable: keeps each target's order
     return rows, jobs
+
+
+def pe_cfg(rows, cols, style, *, bits=8, acc_bits=24):
+    """A bare MAC array of the note's benchmark set: signed ``bits`` operands."""
+    return LayerConfig(name="pe", in_features=cols, out_features=rows, rows=rows, cols=cols,
+                       a_bits=bits, a_signed=True, w_bits=bits, acc_bits=acc_bits,
+                       mul_style=style)
+
+
+def dsp_efficiency(array, reference, macs=64, dsps=72):
+    """MAC/s ÷ (DSPs of the part × f_ref × 1 MAC per DSP), f_ref the registered single PE's
+    median Fmax capped at :data:`ECP5_DSP_CAP_MHZ` (performance note, section 6)."""
+    f, f_ref = fmax(array), fmax(reference)
+    if not f or not f_ref:
+        return None
+    return macs * f / (dsps * min(f_ref, ECP5_DSP_CAP_MHZ))
+
+
+def ecp5_rows(add):
+    """Target 4: the 8×8 int8 array (64 MAC/cycle) and the example-shaped engine with an 8×8
+    array on ``ecp5-45k``, registered ``MULT18X18D`` products (``auto`` on ECP5: ``"dspreg"``)
+    against the baseline's inferred, combinational ones; f_ref from one registered PE on
+    ``ecp5-25k`` in the same run."""
+    from qmac.hw.mac_array import MacArray
+
+    def array(cfg, part):
+        return MacArray(cfg, mul_plan=plan_multipliers(cfg, family=part.family,
+                                                       dsp_budget=part.available["dsps"]))
+
+    big = pe_cfg(8, 8, "auto")
+    ref = add(component_job("t4-pe-ecp5-25k", "ecp5-25k",
+                            lambda part: array(pe_cfg(1, 1, "auto"), part)))
+    arr = add(component_job("t4-array8x8-ecp5-45k", "ecp5-45k", lambda part: array(big, part)))
+    arr_before = add(baseline_job("base-t4-array8x8-ecp5-45k", "ecp5-45k", "mac", big,
+                                  mul_style="dsp"))
+    cfg, parameters = example()
+    cfg8 = cfg.replace(rows=8, cols=8)
+    eng = add(engine_job("t4-engine8x8-ecp5-45k", "ecp5-45k", cfg8, parameters))
+    eng_before = add(baseline_job("base-t4-engine8x8-ecp5-45k", "ecp5-45k", "engine", cfg8,
+                                  parameters, mul_style="dsp"))
+    return [
+        Row("4", "8x8 int8 MAC array on ecp5-45k, Fmax", ">= 180 MHz", (arr,), (arr_before,),
+            lambda r: fmax(r[0]), lambda v, _: v is not None and v >= 180, "MHz"),
+        Row("4", "same, DSP efficiency (64 MAC x Fmax / 72 DSP x f_ref)", ">= 60%",
+            (arr, ref), (arr_before, ref), lambda r: dsp_efficiency(r[0], r[1]),
+            lambda v, _: v is not None and v >= 0.60, "%"),
+        Row("4", "f_ref: one registered 8x8 PE on ecp5-25k, Fmax (cap 290)", "-", (ref,), (ref,),
+            lambda r: fmax(r[0]), lambda v, _: v is not None, "MHz"),
+        Row("4", "example engine with an 8x8 array: fits ecp5-45k", "yes", (eng,),
+            (eng_before,), lambda r: fits(r[0]), lambda v, _: v),
+        Row("4", "same, Fmax", ">= 180 MHz", (eng,), (eng_before,), lambda r: fmax(r[0]),
+            lambda v, _: v is not None and v >= 180, "MHz"),
+    ]
 
 
 def threshold_rows(add):
