@@ -28,7 +28,7 @@ OVERFLOW_MODES = ("wrap", "saturate")
 #: folder), which must stay well under the usual 255-byte file-name limit.
 MAX_NAME_LENGTH = 64
 
-MUL_STYLES = ("auto", "dsp", "lut")
+MUL_STYLES = ("auto", "dsp", "lut", "pack")
 
 REQUANT_STYLES = ("multiply", "threshold", "auto")
 
@@ -147,13 +147,17 @@ class LayerConfig:
         Output width and signedness.
     relu : bool
         Clamp outputs below at 0.
-    mul_style : {"auto", "dsp", "lut"}
+    mul_style : {"auto", "dsp", "lut", "pack"}
         How the multipliers (MAC products and requantizer multiplies) are built. ``"dsp"``
         writes each as a ``*`` that synthesis may map to a DSP block; ``"lut"`` writes each as
         explicit radix-4 Booth shift-and-add logic that no synthesis tool maps to a DSP;
-        ``"auto"`` picks per multiplier (see :func:`qmac.hw.multiply.plan_multipliers`): with no
-        target part, ``"dsp"`` for products of at least 5×6 bits, ``"lut"`` below; with a
-        target, DSPs until the part's budget is used, the smallest multipliers going to LUTs.
+        ``"pack"`` puts several narrow MAC products of one column in one multiply (an ECP5
+        ``MULT18X18D``; :func:`qmac.hw.multiply.plan_packed`; at least two must fit, e.g. 4-bit
+        operands); ``"auto"`` picks per multiplier (see
+        :func:`qmac.hw.multiply.plan_multipliers`): with no target part, ``"dsp"`` for products
+        of at least 5×6 bits, ``"lut"`` below; with a target, DSPs until the part's budget is
+        used (on iCE40 two 8×8 products per ``SB_MAC16``, on ECP5 registered ``MULT18X18D``),
+        the smallest multipliers going to LUTs.
     requant_style : {"multiply", "threshold", "auto"}
         The requantizer: ``"multiply"`` is ``clamp(floor((acc·M + B) / 2^S))``
         (:class:`~qmac.hw.requant.Requantizer`, parameters ``M``, ``B``, ``S``);
@@ -231,6 +235,14 @@ class LayerConfig:
         if self.mul_style not in MUL_STYLES:
             raise ConfigError(f"mul_style must be one of {', '.join(map(repr, MUL_STYLES))}, "
                               f"not {self.mul_style!r}")
+        if self.mul_style == "pack":
+            from .ecp5_pack import pack_count
+            fit = min(self.rows, pack_count(self.a_bits, self.a_signed, self.w_bits))
+            if fit < 2:
+                raise ConfigError(f"mul_style = 'pack' needs at least two MAC products per "
+                                  f"multiply; rows = {self.rows}, a_bits = {self.a_bits}, "
+                                  f"w_bits = {self.w_bits} fit {fit} (narrower operands, "
+                                  f"e.g. 4 bits, fit two)")
         if self.requant_style not in REQUANT_STYLES:
             raise ConfigError(f"requant_style must be one of "
                               f"{', '.join(map(repr, REQUANT_STYLES))}, "

@@ -340,6 +340,8 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None, dsp_registers="output
                          f"not {family!r}")
     if cfg.mul_style in ("dsp", "lut"):
         return _uniform(cfg, cfg.mul_style, cfg.mul_style)
+    if cfg.mul_style == "pack":
+        return plan_packed(cfg)
     mac_ops, rq_ops = mac_operands(cfg), requant_operands(cfg)
     if family is None:
         return _uniform(cfg, _auto_style(*mac_ops), _auto_style(*rq_ops))

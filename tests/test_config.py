@@ -51,6 +51,11 @@ def test_minimal_toml_uses_defaults(tmp_path):
      "name must not be a Verilog keyword, not 'module'"),
     ("[layer]\nin_features = 8\nout_features = 4\nname = \"logic\"\n",
      "name must not be a Verilog keyword, not 'logic'"),
+    ("[layer]\nin_features = 8\nout_features = 4\nmul_style = \"dsp3\"\n",
+     "mul_style must be one of 'auto', 'dsp', 'lut', 'pack', not 'dsp3'"),
+    ("[layer]\nin_features = 8\nout_features = 4\nmul_style = \"pack\"\n",
+     "mul_style = 'pack' needs at least two MAC products per multiply; rows = 1, a_bits = 8, "
+     "w_bits = 8 fit 1"),
     pytest.param("[layer]\nin_features = 8\nout_features = 4\nname = \"" + "n" * 2000 + "\"\n",
                  "name must be at most 64 characters \\(it names files and folders\\), not "
                  "2000 characters \\('nnnnnnnnnnnnnnnn'...\\)", id="name-2000-characters"),
@@ -58,6 +63,15 @@ def test_minimal_toml_uses_defaults(tmp_path):
 def test_bad_toml_names_key_and_value(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         LayerConfig.from_toml(write(tmp_path, text))
+
+
+def test_pack_style_plans_packed_products(tmp_path):
+    from qmac.hw.multiply import plan_multipliers
+    cfg = LayerConfig.from_toml(write(tmp_path, "[layer]\nin_features = 8\nout_features = 4\n"
+                                                "rows = 2\na_bits = 4\nw_bits = 4\n"
+                                                "acc_bits = 12\nmul_style = \"pack\"\n"))
+    counts = plan_multipliers(cfg).counts()
+    assert counts["mac_pack"] == cfg.rows * cfg.cols and counts["mac_dsp"] == 0
 
 
 def test_name_length_bound_is_inclusive():
