@@ -251,9 +251,10 @@ class FoldRequantizer(wiring.Component):
         With ``registered_enable`` only: ``o.ready`` of the next cycle.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 4 + tree_levels`` when ``o`` does not stall (its
+    latency`` with ``latency = groups·digits + 5 + tree_levels`` when ``o`` does not stall (its
     steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand
-    and term registers, the adder tree, the sum and the output register; lanes with a shallower
+    and term registers, the adder tree, the sum, the stage that resolves the loop adder's
+    deferred carry and the output register; lanes with a shallower
     tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
     the previous one), so the MAC array never waits at full rate. One global enable ``en =
