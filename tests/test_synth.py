@@ -276,6 +276,36 @@ def test_failed_tool_shows_its_error(tmp_path):
                          progress=lambda message: None)
 
 
+def test_abc_mapper_fallback_flow(tmp_path):
+    """The ECP5 flow with abc instead of abc9 (what qmac.synth falls back to when Yosys 0.70's
+    abc9 fails) maps the same engine to the same DSPs and block RAMs, places and routes, and
+    says so; it exists for ECP5 only, and a failure of both flows is still an error."""
+    from amaranth.back import rtlil
+    from qmac.hw.harness import FairTimingHarness
+    from qmac.hw.engine import LayerEngine
+    from qmac.synth import _random_parameters
+    cfg = tiny(1, 2, mul_style="dsp")
+    text = rtlil.convert(FairTimingHarness(LayerEngine(cfg, *_random_parameters(cfg))),
+                         name="top", emit_src=False)
+    quiet = lambda message: None   # noqa: E731
+    flows = {mapper: synthesize_rtlil(text, TARGETS["ecp5-25k"], tmp_path / mapper,
+                                      progress=quiet, mapper=mapper)[0]
+             for mapper in ("abc9", "abc")}
+    assert flows["abc"]["mapper"] == "abc" and flows["abc9"]["mapper"] == "abc9"
+    assert "abc -lut 4" in (tmp_path / "abc" / "synth.ys").read_text()
+    cells = {mapper: stat["modules"]["\\top"]["num_cells_by_type"]
+             for mapper, stat in flows.items()}
+    for kind in ("MULT18X18D", "DP16KD"):
+        assert cells["abc"].get(kind) == cells["abc9"].get(kind), kind
+    assert cells["abc"].get("LUT4", 0) > 0
+    with pytest.raises(ValueError, match="for ECP5 only, not ice40"):
+        synthesize_rtlil(text, TARGETS["ice40-up5k"], tmp_path / "ice", progress=quiet,
+                         mapper="abc")
+    with pytest.raises(SynthError, match="with abc failed"):
+        synthesize_rtlil("this is not RTLIL\n", TARGETS["ecp5-25k"], tmp_path / "bad",
+                         progress=quiet)
+
+
 def test_synth_bad_arguments(tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text(tiny(1, 2).to_toml())
