@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -101,13 +101,10 @@ def benchmark_set(quick):
 
 def component_for(kind, cfg, target):
     if kind == "engine":
-        rng = np.random.default_rng(0)
-        from qmac.sim import golden  # noqa: F401  (the example's parameters are checked there)
         weights = np.load(ROOT / "examples/weights.npy")
         requant = np.load(ROOT / "examples/requant.npz")
         plan = plan_multipliers(cfg, family=target.family,
                                 dsp_budget=target.available["dsps"])
-        del rng
         return LayerEngine(cfg, weights, requant["M"], requant["B"], requant["S"],
                            mul_plan=plan), plan
     if kind == "mac":

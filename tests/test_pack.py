@@ -7,7 +7,6 @@ from it against the golden model with random stalls. Expected values are plain `
 
 import itertools
 
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 

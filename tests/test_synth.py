@@ -5,7 +5,6 @@ The synthesis tests run Yosys and nextpnr on tiny layers (seconds each); larger 
 
 import json
 
-import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
