@@ -1,10 +1,16 @@
-"""Quality of results: the benchmark set of the performance note (section 6) plus the example
-layer, synthesized, placed and routed on iCE40 UP5K and ECP5, with the references measured in
-the same run.
+"""Quality of results: issue 8's targets against the qmac of before the issue, the benchmark set
+of the performance note (section 6) plus the example layer, synthesized, placed and routed on
+iCE40 UP5K and ECP5, with the references measured in the same run.
 
-    python bench/qor.py [--quick] [--seeds N] [--out DIR]
+    python bench/qor.py [--quick] [--seeds N] [--out DIR] [--part targets set sweep]
+                        [--only N ...]
 
-Prints one table (LUT, FF, DSP, BRAM, median Fmax, MAC/s per config and target) and the three
+``--part targets`` (``bench/issue8.py``) prints one row per target of issue 8: the figure it
+asks for, the figure reached, the figure of the baseline (qmac at the commit before the issue,
+``bench/baseline.py``, rebuilt and measured in the same run) and their ratio; it writes
+``qor_targets.csv``. ``--only 3 4`` keeps those targets.
+
+``--part set`` prints one table (LUT, FF, DSP, BRAM, median Fmax, MAC/s per config and target) and the three
 ratios of the note:
 
 - DSP efficiency = MAC/s ÷ (DSPs of the part × f_ref,DSP × 1 MAC per DSP), with f_ref,DSP the
