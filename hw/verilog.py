@@ -214,6 +214,10 @@ def convert(component, *, name):
         "opt_clean -purge",
         "wreduce",
         "opt_clean -purge",
+        # A wire whose unused bits wreduce left undriven would keep them (lint: UNUSEDSIGNAL):
+        # split such wires by driver, so that the unused, undriven part goes away.
+        "splitnets -driver",
+        "opt_clean -purge",
         "memory_collect",
         "write_json netlist.json",
     ]), {"design.il": rtlil_text})

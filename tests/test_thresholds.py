@@ -663,4 +663,5 @@ def test_cli_synth_threshold_engine(tmp_path, capsys, target):
     assert result["fits"] is True and result["fmax_mhz"] > 0
     # No multiply requantizer: only the MAC products may use DSPs.
     mul = result["multipliers"]
-    assert result["dsps"] <= mul["mac_dsp"] + mul.get("mac_dsp2", 0)
+    assert result["dsps"] <= mul["mac_dsp"] + sum(mul.get(f"mac_{style}", 0)
+                                                  for style in ("dsp2", "dspreg", "pack"))
