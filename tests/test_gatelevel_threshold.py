@@ -86,6 +86,7 @@ def test_gate_level_threshold_ecp5(tmp_path):
     assert cells.get("LUT4", 0) > 0 and cells.get("CCU2C", 0) > 0   # comparators on carries
 
 
+@pytest.mark.slow        # a second netlist build (58 s); the fast set keeps the ECP5 twin
 def test_gate_level_catches_a_wrong_threshold(tmp_path):
     """The check can fail: the netlist of an engine built with one threshold moved by one
     differs from the golden model of the true table."""

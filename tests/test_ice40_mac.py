@@ -294,6 +294,7 @@ def test_gate_level_mac_array(cfg, tmp_path):
     assert run.passed and run.outputs == expected[:4]
 
 
+@pytest.mark.slow        # a second netlist build (40 s); the fast set keeps the ECP5 twin
 def test_gate_level_catches_a_wrong_block(tmp_path, monkeypatch):
     """The gate-level check can fail: with the weights' signedness wrong in the instance
     (``B_SIGNED`` 0), the netlist's outputs differ from the golden model."""
