@@ -317,5 +317,5 @@ def test_synth_bad_arguments(tmp_path, capsys):
     assert "give both --weights and --requant" in capsys.readouterr().err
     config.write_text(tiny(1, 2).to_toml().replace('mul_style = "auto"', 'mul_style = "fast"'))
     assert main(["synth", str(config), "--target", "ecp5-25k"]) == 2
-    assert "mul_style must be one of 'auto', 'dsp', 'lut', not 'fast'" in \
+    assert "mul_style must be one of 'auto', 'dsp', 'lut', 'pack', not 'fast'" in \
         capsys.readouterr().err
