@@ -436,7 +436,7 @@ def table(rows, results):
                  not isinstance(today, bool) else "-")
         today_text = format_value(today, row.unit)
         if today is None and why:
-            today_text = "- (" + why[0].split(":")[-1].strip()[:40] + ")"
+            today_text = "- (" + why[0].split(":")[-1].strip()[:60] + ")"
         if any(results[k].get("lut_mapper") == "abc" for k in row.today):
             today_text += " (abc)"
         reached_text = format_value(reached, row.unit)
@@ -448,14 +448,14 @@ def table(rows, results):
 
 
 def print_table(lines, seeds):
-    header = ("#", "measure", "goal", "reached", f"today ({baseline.BASELINE_COMMIT})",
+    header = ("#", "measure", "goal", "reached", f"before ({baseline.BASELINE_COMMIT})",
               "ratio", "")
     widths = [max(len(str(h)), *(len(line[k]) for line in lines)) for k, h in
               enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for line in lines:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)))
-    print(f"\nFmax: nextpnr, median over seeds {seeds}, fair-timing harness. Today: qmac at "
+    print(f"\nFmax: nextpnr, median over seeds {seeds}, fair-timing harness. Before: qmac at "
           f"{baseline.BASELINE_COMMIT} (before issue 8), rebuilt and measured in this run. "
           f"(abc): LUTs mapped with abc, because Yosys 0.70's abc9 failed on the design "
           f"(qmac.synth does that by itself).")

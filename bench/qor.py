@@ -197,7 +197,7 @@ def main(argv=None):
                                           only=set(args.only or ()))
         lines = issue8.table(target_rows, results)
         with open(out / "qor_targets.csv", "w", newline="") as f:
-            csv.writer(f).writerows([("target", "measure", "goal", "reached", "today",
+            csv.writer(f).writerows([("target", "measure", "goal", "reached", "before",
                                       "ratio", "met"), *lines])
         print("Issue 8 targets")
         issue8.print_table(lines, seeds)
