@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 import tempfile
 import time
@@ -45,8 +44,8 @@ from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
 from qmac.hw.mac_array import MacArray
 from qmac.hw.multiply import MulPlan, plan_multipliers
-from qmac.synth import (TARGETS, DoesNotFitError, SynthError, _registered_mac16_bound,
-                        implement, place_and_route)
+from qmac.synth import TARGETS, DoesNotFitError, SynthError, implement
+from issue8 import more_seeds
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,19 +148,7 @@ def measure(kind, cfg, target_name, seeds, workdir, log):
     except SynthError as error:
         log(f"    failed: {error}")
         return {"fits": False, "problem": str(error).splitlines()[0]}
-    fmaxes = [result["fmax_mhz"]]
-    for seed in seeds[1:]:
-        report, _, _ = place_and_route(target, workdir, seed=seed, freq=target.default_freq,
-                                       progress=quiet)
-        fmaxes.append(min(entry["achieved"] for name, entry in report["fmax"].items()
-                          if "$PACKER_GND" not in name))
-    result["fmax_seeds"] = [round(f, 2) for f in fmaxes]
-    result["fmax_median"] = round(statistics.median(fmaxes), 2)
-    # iCE40 with registered 8x8 SB_MAC16 pairs only: the Fmax with the DSP's own delays.
-    bounds = [_registered_mac16_bound(Path(workdir) / "netlist.json", f) for f in fmaxes]
-    if target.family == "ice40" and bounds and all(bounds):
-        result["fmax_bound_seeds"] = [b["fmax_mhz"] for b in bounds]
-        result["fmax_bound_median"] = round(statistics.median(result["fmax_bound_seeds"]), 2)
+    more_seeds(result, target, workdir, seeds)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
