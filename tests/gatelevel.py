@@ -23,11 +23,12 @@ def cells_sim(family="ice40"):
     return path
 
 
-def gate_level_build(component, name, folder, target="ice40-up5k"):
+def gate_level_build(component, name, folder, target="ice40-up5k", models=()):
     """Synthesize ``component`` as ``qmac synth`` does for ``target`` (a name of
     :data:`qmac.synth.TARGETS` or a :class:`~qmac.synth.Target`), write the netlist as Verilog
-    and build it under Verilator with the family's ``cells_sim.v``. Returns ``(Built, cell
-    counts, netlist text)``."""
+    and build it under Verilator with the family's ``cells_sim.v`` and the Verilog files
+    ``models`` (cells that Yosys ships only as black boxes, e.g. qmac's MULT18X18D model).
+    Returns ``(Built, cell counts, netlist text)``."""
     from cocotb_tools.runner import get_runner
     from qmac.hw.verilog import run_yosys
     from qmac.sim.runner import Built, verilator_environment
@@ -42,12 +43,12 @@ def gate_level_build(component, name, folder, target="ice40-up5k"):
                         {"netlist.json": (folder / "yosys" / "netlist.json").read_text()})
     verilog = folder / "netlist.v"
     verilog.write_text(netlist["netlist.v"])
-    models = cells_sim(target.family)
+    cells_models = cells_sim(target.family)
     start = time.perf_counter()
     with verilator_environment():
         get_runner("verilator").build(
-            sources=[verilog, models], hdl_toplevel=name, build_dir=folder / "sim_build",
-            includes=[models.parent],
+            sources=[verilog, cells_models, *models], hdl_toplevel=name,
+            build_dir=folder / "sim_build", includes=[cells_models.parent],
             build_args=["-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
                         "--x-initial", "fast"],
             always=True, timescale=("1ns", "1ps"), log_file=folder / "build.log")

