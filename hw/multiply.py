@@ -346,9 +346,10 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None, dsp_registers="output
     if family is None:
         return _uniform(cfg, _auto_style(*mac_ops), _auto_style(*rq_ops))
     if family in PACKED_FAMILIES and packs_8x8(cfg):
-        return _plan_packed(cfg, family, dsp_budget)
+        return _plan_dsp_first(cfg, family, dsp_budget, "dsp2")
     if family in REGISTERED_FAMILIES and fits_dspreg(cfg) and dsp_cost(*mac_ops, family):
-        return _plan_registered(cfg, family, dsp_budget, dsp_registers)
+        return _plan_dsp_first(cfg, family, dsp_budget, "dspreg",
+                               dsp_registers=dsp_registers)
 
     mac_cost, rq_cost = dsp_cost(*mac_ops, family), dsp_cost(*rq_ops, family)
     mac = [["dsp" if mac_cost else "lut" for _ in range(cfg.cols)] for _ in range(cfg.rows)]
@@ -372,49 +373,28 @@ def plan_multipliers(cfg, *, family=None, dsp_budget=None, dsp_registers="output
     return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant))
 
 
-def _plan_registered(cfg, family, dsp_budget, dsp_registers):
-    """``"auto"`` on a family with registered MAC products: every MAC product ``"dspreg"``;
-    then, while the DSPs used exceed ``dsp_budget``, requantizer lanes to LUTs, then MAC
-    products (column by column, last column first). The MAC blocks set the array's clock and
-    throughput, so they keep the DSPs first. The count takes the requantizer lanes the engine
-    builds (``cfg.requant_lanes``, :class:`~qmac.hw.requant.FoldRequantizer`), each at the cost
-    of a full ``acc_bits × m_bits`` multiply (an upper bound of its digit multiply)."""
+def _plan_dsp_first(cfg, family, dsp_budget, style, **options):
+    """``"auto"`` on a family whose DSP blocks qmac instantiates for MAC products (``style``
+    ``"dsp2"``: two per iCE40 ``SB_MAC16``; ``"dspreg"``: one registered ECP5 ``MULT18X18D``):
+    every MAC product ``style``; then, while :meth:`MulPlan.dsp_estimate` exceeds
+    ``dsp_budget``, requantizer lanes to LUTs, then MAC products (column by column, last column
+    first). The MAC blocks set the array's clock and throughput, so they keep the DSPs first.
+    The estimate counts the requantizer lanes the engine builds (``cfg.requant_lanes``,
+    :class:`~qmac.hw.requant.FoldRequantizer`), each at the cost of a full ``acc_bits ×
+    m_bits`` multiply (an upper bound of its digit multiply). ``options`` go to
+    :class:`MulPlan` (e.g. ``dsp_registers``)."""
     rq_cost = dsp_cost(*requant_operands(cfg), family)
-    mac = [["dspreg"] * cfg.cols for _ in range(cfg.rows)]
-    requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.requant_lanes)]
-
-    def used():
-        return sum(row.count("dspreg") for row in mac) + rq_cost * requant.count("dsp")
-
-    for r in range(cfg.requant_lanes):
-        if used() <= dsp_budget:
-            break
-        requant[r] = "lut"
-    for c in reversed(range(cfg.cols)):
-        for r in range(cfg.rows):
-            if used() <= dsp_budget:
-                break
-            mac[r][c] = "lut"
-    return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant), family=family,
-                   dsp_registers=dsp_registers)
-
-
-def _plan_packed(cfg, family, dsp_budget):
-    """``"auto"`` on a family with packed MAC products: every MAC product ``"dsp2"``, then
-    requantizer lanes, then MAC products (column by column, last column first) to LUTs until
-    the estimate fits ``dsp_budget``."""
-    rq_cost = dsp_cost(*requant_operands(cfg), family)
-    mac = [["dsp2"] * cfg.cols for _ in range(cfg.rows)]
+    mac = [[style] * cfg.cols for _ in range(cfg.rows)]
     requant = ["dsp" if rq_cost else "lut" for _ in range(cfg.requant_lanes)]
 
     def plan():
-        return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant), family=family)
+        return MulPlan(mac=tuple(map(tuple, mac)), requant=tuple(requant), family=family,
+                       **options)
 
     for r in range(cfg.requant_lanes):
         if plan().dsp_estimate(cfg, family) <= dsp_budget:
             return plan()
-        if requant[r] == "dsp":
-            requant[r] = "lut"
+        requant[r] = "lut"
     for c in reversed(range(cfg.cols)):
         for r in range(cfg.rows):
             if plan().dsp_estimate(cfg, family) <= dsp_budget:
