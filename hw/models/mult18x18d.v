@@ -26,8 +26,6 @@
 // SOURCEB_MODE is accepted and ignored (it only matters with the shift chain).
 
 /* verilator lint_off DECLFILENAME */
-/* verilator lint_off WIDTHEXPAND */
-/* verilator lint_off WIDTHTRUNC */
 // One optional register stage: bypassed when CLK is "NONE" (its unused inputs are then
 // expected, hence the UNUSEDSIGNAL waiver).
 /* verilator lint_off UNUSEDSIGNAL */
@@ -36,7 +34,7 @@ module qmac_mult18x18d_stage #(
     parameter CLK = "NONE",
     parameter CE = "CE0",
     parameter RST = "RST0",
-    parameter RESETMODE = "SYNC"
+    parameter [8*5-1:0] RESETMODE = "SYNC"
 ) (
     input [3:0] clk, ce, rst,
     input [WIDTH-1:0] d,
@@ -102,13 +100,13 @@ module MULT18X18D (
     parameter CLK2_DIV = "ENABLED";
     parameter CLK3_DIV = "ENABLED";
     parameter HIGHSPEED_CLK = "NONE";
-    parameter GSR = "ENABLED";
+    parameter [8*8-1:0] GSR = "ENABLED";
     parameter CAS_MATCH_REG = "FALSE";
     /* verilator lint_off UNUSEDPARAM */
     parameter SOURCEB_MODE = "B_SHIFT";
     /* verilator lint_on UNUSEDPARAM */
     parameter MULT_BYPASS = "DISABLED";
-    parameter RESETMODE = "SYNC";
+    parameter [8*5-1:0] RESETMODE = "SYNC";
 
     input A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0;
     input B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0;
