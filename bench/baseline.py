@@ -4,9 +4,10 @@ work began, synthesized, placed and routed by the current flow.
 The baseline is the source tree at :data:`BASELINE_COMMIT` (the merge of ``qmac synth``, the last
 commit before any of issue 8's changes), taken with ``git archive`` into a scratch folder. A child
 Python process imports that tree's ``qmac`` (never the installed one: it checks), builds the
-design inside that tree's own fair-timing harness and writes its RTLIL; :func:`measure` then runs
-the current Yosys/nextpnr flow on it (:func:`qmac.synth.implement_rtlil`), so the tools, the
-seeds and the figures are the same as for the designs of today.
+design inside today's fair-timing harness (``hw/harness.py`` of this tree, loaded from its file,
+so that old and new designs sit in the same wrapper) and writes its RTLIL; :func:`measure` then
+runs the current Yosys/nextpnr flow on it (:func:`qmac.synth.implement_rtlil`), so the tools,
+the seeds and the figures are the same as for the designs of today.
 
 What the old tree builds: the layer engine with its full-width ``Requantizer`` (``rows`` lanes,
 one multiply and one barrel shifter each), multipliers as ``cfg.mul_style`` says (``"dsp"``: a
@@ -47,7 +48,12 @@ assert Path(qmac.__file__).resolve().is_relative_to(root.resolve()), \
 from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
 from qmac.hw.mac_array import MacArray
-from qmac.hw.harness import FairTimingHarness
+import importlib.util
+# Today's harness (not the baseline tree's): the same wrapper for old and new designs.
+_harness = importlib.util.spec_from_file_location("today_harness", spec["harness"])
+_module = importlib.util.module_from_spec(_harness)
+_harness.loader.exec_module(_module)
+FairTimingHarness = _module.FairTimingHarness
 
 cfg = LayerConfig.from_dict(spec["config"], source="baseline spec")
 plan = None
@@ -112,7 +118,7 @@ def old_config(cfg, **changes):
 
 def rtlil(scratch, kind, cfg_dict, workdir, parameters=None, *, target=None):
     """RTLIL of the baseline's ``kind`` (``"engine"`` or ``"mac"``) for the configuration
-    ``cfg_dict`` (keys of the old ``LayerConfig``: :func:`old_config`), inside the old harness.
+    ``cfg_dict`` (keys of the old ``LayerConfig``: :func:`old_config`), inside today's harness.
     With ``target`` (a :class:`qmac.synth.Target`) and ``mul_style = "auto"``, the multipliers
     are planned against its DSPs as the old ``qmac synth`` did. Returns
     ``(rtlil_text, harness_info)``."""
@@ -120,7 +126,8 @@ def rtlil(scratch, kind, cfg_dict, workdir, parameters=None, *, target=None):
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "baseline.il"
-    spec = {"kind": kind, "config": cfg_dict, "out": str(out)}
+    spec = {"kind": kind, "config": cfg_dict, "out": str(out),
+            "harness": str(ROOT / "hw" / "harness.py")}
     if target is not None:
         spec.update(family=target.family, dsp_budget=target.available["dsps"])
     if parameters is not None:
