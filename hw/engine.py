@@ -107,8 +107,7 @@ class LayerEngine(wiring.Component):
         if self.requant_style == "threshold":
             self.M = self.B = self.S = None
             self.T, self.D = threshold.check_engine_thresholds(cfg, thresholds)
-            self._requant = threshold.ThresholdRequantizer(
-                cfg, t_bits=threshold.threshold_bits(cfg, self.T))
+            self._requant = threshold.SearchThresholdRequantizer(cfg, self.T, self.D)
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
@@ -142,10 +141,6 @@ class LayerEngine(wiring.Component):
         return [[[int(v) for v in row] for row in tile]
                 for tile in tiles.reshape(cfg.out_beats * cfg.beats, cfg.rows, cfg.cols)]
 
-    def _threshold_param_words(self):
-        """The threshold parameter image: word ``j`` holds ``t`` and ``d`` of fold ``j``."""
-        return threshold.threshold_param_words(self.cfg, self.T, self.D)
-
     # -- hardware --------------------------------------------------------------------------
 
     def elaborate(self, platform):
@@ -170,11 +165,7 @@ class LayerEngine(wiring.Component):
         # Depths and counters are at least 2 (never a zero-width address or counter).
         m.submodules.weights = weights = Memory(shape=w_layout, depth=max(2, folds * beats),
                                                 init=self._weight_tiles())
-        if self.requant_style == "threshold":
-            m.submodules.params = params = Memory(
-                shape=threshold.threshold_param_layout(cfg, requant.t_bits),
-                depth=max(2, folds), init=self._threshold_param_words())
-        else:
+        if self.requant_style != "threshold":      # the threshold unit holds its own tables
             m.submodules.params = params = Memory(
                 shape=requant.param_layout, depth=requant.depth,
                 init=requant.param_words(self.M, self.B, self.S))
@@ -282,37 +273,9 @@ class LayerEngine(wiring.Component):
         # As one sum (no clock enable): the enable would be one more logic level after `issue`.
         m.d.sync += pending.eq(pending + written - finished)
 
-        if self.requant_style == "threshold":
-            self._feed_thresholds(m, mac, requant, params)
-        else:
+        wiring.connect(m, mac.o, requant.i)
+        if self.requant_style != "threshold":
             # The multiply requantizer reads its parameters step by step itself.
-            wiring.connect(m, mac.o, requant.i)
             wiring.connect(m, requant.params, params.read_port())
 
         return m
-
-    def _feed_thresholds(self, m, mac, requant, params):
-        """MAC results into the threshold requantizer, paired with their fold's thresholds:
-        ``out_fold`` counts MAC results; the parameter read port is addressed with its next
-        value, so its data always belongs to the current ``out_fold``."""
-        folds = self.cfg.out_beats
-        out_fold = Signal(range(max(2, folds)), name="result_fold")
-        out_fold_next = Signal(range(max(2, folds)), name="result_fold_next")
-        param_r = params.read_port()
-        result = Signal()
-        m.d.comb += [
-            result.eq(mac.o.valid & mac.o.ready),
-            out_fold_next.eq(Mux(result, Mux(out_fold == folds - 1, 0, out_fold + 1),
-                                 out_fold)),
-            param_r.addr.eq(out_fold_next),
-        ]
-        m.d.sync += out_fold.eq(out_fold_next)
-        m.d.comb += [
-            requant.i.valid.eq(mac.o.valid),
-            mac.o.ready.eq(requant.i.ready),
-            requant.i.p.acc.eq(mac.o.p.acc),
-            requant.i.p.overflow.eq(mac.o.p.overflow),
-            requant.i.p.last.eq(out_fold == folds - 1),
-            requant.i.p.t.eq(param_r.data.t),
-            requant.i.p.d.eq(param_r.data.d),
-        ]

@@ -3,8 +3,9 @@ accumulator (``docs/arithmetic.md``, "Requantization by thresholds")."""
 
 import math
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
@@ -12,9 +13,10 @@ from .checks import RangeError
 from .config import signed_width
 from .pipeline import global_enable, stage, register_side_band
 from .threshold_table import check_thresholds
+from .requant import mux_tree
 
 
-__all__ = ["ThresholdRequantizer", "threshold_count", "threshold_input_layout",
+__all__ = ["ThresholdRequantizer", "SearchThresholdRequantizer", "threshold_count", "threshold_input_layout",
            "threshold_param_layout", "threshold_param_words", "threshold_bits",
            "check_engine_thresholds", "requant_style"]
 
@@ -225,3 +227,200 @@ class ThresholdRequantizer(wiring.Component):
         """The largest count of node ``index`` at tree ``level`` (the bits it covers)."""
         first = index << level
         return max(0, min(self.count, first + (1 << level)) - first)
+
+
+class SearchThresholdRequantizer(wiring.Component):
+    """The layer engine's threshold requantizer: a binary search over the channel's thresholds,
+    with lanes sized to the rate of the MAC array, and the thresholds in its own memories.
+
+    The MAC array yields the ``rows`` accumulators of a fold once every ``beats = K/cols``
+    cycles; ``lanes = cfg.requant_lanes`` lanes take them in ``groups = ceil(rows / lanes)``
+    steps of one cycle (lane ``l`` handles channels ``g·lanes + l``, as in
+    :class:`~qmac.hw.requant.FoldRequantizer`). A lane finds ``count = #{j : T[c, j] <= acc}``
+    in ``levels = n.bit_length()`` comparisons, ``n = y_max - y_min``: with the thresholds
+    padded to ``2^levels - 1`` by ``acc_max + 1`` (above every accumulator, so never counted),
+    level ``k`` compares ``acc`` with ``T[c, ((2·p + 1) << (levels - 1 - k)) - 1]``, where the
+    prefix ``p`` holds the ``k`` results so far, high first, and appends the new one; after the
+    last level ``p = count`` (the padded row is sorted, so each comparison halves the
+    candidates exactly). Then ``y = y_min + count`` (``y_max - count`` where ``D[c] = -1``):
+    in ``[y_min, y_max]`` by construction, exactly :func:`qmac.sim.golden.requantize_thresholds`.
+
+    Each lane has one comparator and one read-only memory per level: memory ``k`` of lane ``l``
+    holds at word ``s·2^k + p`` the threshold that level ``k`` compares for prefix ``p`` at step
+    ``s = f·groups + g`` (fold ``f``, group ``g``); level 0's words also hold ``D``. A level is
+    two register stages: the memory read (addressed from the previous stage's registers), then
+    the comparison, registered. One comparator per lane and level replaces the ``rows · n``
+    comparators of :class:`ThresholdRequantizer`, and the thresholds sit in memories that the
+    tools may map to block RAM.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+    T, D : arrays
+        The threshold table, checked by :func:`check_engine_thresholds`.
+
+    Members
+    -------
+    i : In(stream.Signature(layouts.mac_output_layout(cfg)))
+        The accumulators and overflow flags of one fold, folds in order ``0..folds-1`` (the
+        unit counts them and sets ``last`` on fold ``folds - 1``).
+    o : Out(stream.Signature(layouts.requant_output_layout(cfg)))
+        One output beat per input beat, in order.
+
+    Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
+    latency``, ``latency = groups + 2·levels + 2``, without stalls (its steps are issued from a
+    buffer in cycles ``t+1 .. t+groups``); ``i`` takes a new beat every ``groups <= beats``
+    cycles, so the MAC array never waits at full rate. One global enable ``en = ~o.valid |
+    o.ready`` freezes every stage and memory read while ``o`` stalls (``i.ready`` is ``en`` and a
+    register that says the buffer has room), so nothing is lost, duplicated or reordered;
+    ``o.valid`` never depends on ``o.ready``.
+
+    Raises
+    ------
+    RangeError
+        A threshold table that :func:`check_engine_thresholds` refuses.
+    """
+
+    def __init__(self, cfg, T, D):
+        self.cfg = cfg
+        self.T, self.D = check_engine_thresholds(cfg, (T, D))
+        self.count = threshold_count(cfg)
+        #: Comparisons per channel.
+        self.levels = self.count.bit_length()
+        self.lanes = cfg.requant_lanes
+        self.groups = -(-cfg.rows // self.lanes)
+        #: Steps of a layer (a step: the ``lanes`` channels of one group of one fold).
+        self.steps = cfg.out_beats * self.groups
+        padded = (1 << self.levels) - 1
+        self.pad = cfg.acc_max + 1
+        values = [int(v) for v in self.T.flat] + ([self.pad] if padded > self.count else [])
+        #: Signed width of a stored threshold.
+        self.t_bits = signed_width(min(values, default=0), max(values, default=0))
+        self.latency = self.groups + 2 * self.levels + 2
+        super().__init__({
+            "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
+            "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
+        })
+
+    def channel(self, step, lane):
+        """The channel of ``lane`` at ``step``, or None past the last row of a fold."""
+        fold, group = divmod(step, self.groups)
+        row = group * self.lanes + lane
+        return fold * self.cfg.rows + row if row < self.cfg.rows else None
+
+    def probe(self, level, prefix):
+        """The index of the threshold that ``level`` compares after the results ``prefix``."""
+        return (((prefix << 1) | 1) << (self.levels - 1 - level)) - 1
+
+    def memory_image(self, lane, level):
+        """The words of memory ``level`` of ``lane``: ``(threshold, d)`` pairs, word ``s·2^level
+        + p`` for step ``s`` and prefix ``p`` (``d`` is 1 for a decreasing channel)."""
+        words = []
+        for step in range(self.steps):
+            c = self.channel(step, lane)
+            for prefix in range(1 << level):
+                if c is None:
+                    words.append((0, 0))
+                    continue
+                j = self.probe(level, prefix)
+                t = int(self.T[c, j]) if j < self.count else self.pad
+                words.append((t, int(self.D[c] < 0)))
+        return words
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        lanes, groups = self.lanes, self.groups
+        m = Module()
+        en = Signal(name="enable")
+        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+
+        # -- sequencer: a buffered fold, issued one group per cycle ----------------------------
+        busy = Signal()
+        room = Signal(init=1)                # the buffer may take a fold in this cycle
+        group = Signal(range(max(2, groups)), name="step_group")
+        step = Signal(range(max(2, self.steps)), name="step")
+        accept, issue, group_last = Signal(), Signal(), Signal()
+        m.d.comb += [
+            self.i.ready.eq(en & room),
+            accept.eq(self.i.valid & self.i.ready),
+            issue.eq(busy & en),
+            group_last.eq(group == groups - 1),
+        ]
+        with m.If(accept):
+            m.d.sync += [busy.eq(1), room.eq(groups == 1)]
+        with m.Elif(issue):
+            m.d.sync += room.eq(group_last | (group == groups - 2))
+            with m.If(group_last):
+                m.d.sync += busy.eq(0)
+        with m.If(issue):
+            m.d.sync += [group.eq(Mux(group_last, 0, group + 1)),
+                         step.eq(Mux(step == self.steps - 1, 0, step + 1))]
+        buffer_acc = Signal.like(self.i.p.acc, name="buffer_acc", reset_less=True)
+        buffer_overflow = Signal.like(self.i.p.overflow, name="buffer_overflow",
+                                      reset_less=True)
+        with m.If(accept):
+            m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
+
+        def channel_of(source, lane):
+            return mux_tree([source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
+                             for g in range(groups)], group)
+
+        # -- the issued step: control and each lane's accumulator, registered -----------------
+        control = stage(m, en, "issue", valid=issue, group=group,
+                        last=step == self.steps - 1)
+        where = stage(m, en, "issue", reset_less=True, step=step)[0]
+        acc = [stage(m, en, f"issue_{lane}", reset_less=True,
+                     acc=channel_of(buffer_acc, lane),
+                     overflow=channel_of(buffer_overflow, lane)) for lane in range(lanes)]
+        found = [Const(0, 0)] * lanes        # each lane's results so far, the first one high
+        d = [None] * lanes
+
+        # -- levels: read the threshold, then compare and append the result -------------------
+        t_layout = data.StructLayout({"t": signed(self.t_bits), "d": unsigned(1)})
+        for level in range(self.levels):
+            read = []
+            for lane in range(lanes):
+                image = self.memory_image(lane, level)
+                memory = Memory(shape=t_layout, depth=max(2, len(image)),
+                                init=[{"t": t, "d": k} for t, k in image])
+                m.submodules[f"thresholds_{lane}_l{level}"] = memory
+                port = memory.read_port()
+                m.d.comb += [port.addr.eq(Cat(found[lane], where)), port.en.eq(en)]
+                read.append(port.data)
+            control = stage(m, en, f"read_l{level}", valid=control[0], group=control[1],
+                            last=control[2])
+            where = stage(m, en, f"read_l{level}", reset_less=True, step=where)[0]
+            for lane in range(lanes):
+                kept = {"acc": acc[lane][0], "overflow": acc[lane][1]}
+                if level:
+                    kept.update(found=found[lane], d=d[lane])
+                held = dict(zip(kept, stage(m, en, f"read_l{level}_{lane}", reset_less=True,
+                                            **kept)))
+                at_or_below = read[lane].t <= held["acc"]
+                result = {"acc": held["acc"], "overflow": held["overflow"],
+                          "found": Cat(at_or_below, held["found"]) if level else at_or_below,
+                          "d": held["d"] if level else read[lane].d}
+                regs = dict(zip(result, stage(m, en, f"compare_l{level}_{lane}",
+                                              reset_less=True, **result)))
+                acc[lane] = (regs["acc"], regs["overflow"])
+                found[lane], d[lane] = regs["found"], regs["d"]
+            control = stage(m, en, f"compare_l{level}", valid=control[0], group=control[1],
+                            last=control[2])
+            where = stage(m, en, f"compare_l{level}", reset_less=True, step=where)[0]
+
+        # -- output: y of each lane into its row of the beat ----------------------------------
+        valid, out_group, last = control
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(valid & (out_group == groups - 1))
+            with m.If(valid & (out_group == groups - 1)):
+                m.d.sync += self.o.p.last.eq(last)
+        for lane in range(lanes):
+            count = found[lane]
+            y = Mux(d[lane], cfg.y_max - count, cfg.y_min + count)
+            for g in range(groups):
+                r = g * lanes + lane
+                if r >= cfg.rows:
+                    continue
+                with m.If(en & valid & (out_group == g)):
+                    m.d.sync += [self.o.p.y[r].eq(y), self.o.p.overflow[r].eq(acc[lane][1])]
+        return m

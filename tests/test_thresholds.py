@@ -16,15 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from qmac import solver, verify
 from qmac.accumulator import reachable_range
 from qmac.hw import layouts
 from qmac.hw.checks import RangeError
-from qmac.hw.config import ConfigError, LayerConfig
+from qmac.hw.config import ConfigError, LayerConfig, signed_width
 from qmac.hw.engine import LayerEngine
-from qmac.hw.threshold import (ThresholdRequantizer, requant_style, threshold_count,
-                              threshold_input_layout)
+from qmac.hw.threshold import (SearchThresholdRequantizer, ThresholdRequantizer, requant_style,
+                              threshold_count, threshold_input_layout)
 from qmac.sim import beats, golden
 from qmac.target import round_fraction
 from qmac.thresholds import (Thresholds, choose_style, layer_thresholds, load_thresholds,
@@ -353,6 +354,129 @@ def test_threshold_requantizer_refuses():
     with pytest.raises(ValueError, match="levels_per_stage must be an integer of at least 1, "
                                          "not 0"):
         ThresholdRequantizer(cfg, levels_per_stage=0)
+
+
+# -- the search unit (the engine's threshold requantizer) -----------------------------------------
+
+def search_table(cfg, rng):
+    """A random table for every channel: ascending rows with repeats, some thresholds at
+    ``acc_min`` and at ``acc_max + 1`` (a level never reached), both directions."""
+    n = threshold_count(cfg)
+    T = np.zeros((cfg.N, n), dtype=object)
+    for c in range(cfg.N):
+        if c % 3 == 0:                          # a narrow band: every level reachable
+            centre = rng.randint(cfg.acc_min, cfg.acc_max)
+            row = [min(max(centre + rng.randint(-n, n), cfg.acc_min), cfg.acc_max + 1)
+                   for _ in range(n)]
+        else:
+            row = [rng.randint(cfg.acc_min, cfg.acc_max + 1) for _ in range(n)]
+        if c % 4 == 1:
+            row[: n // 3] = [cfg.acc_min] * (n // 3)
+            row[n - n // 3:] = [cfg.acc_max + 1] * (n // 3)
+        T[c] = sorted(row)
+    D = np.array([rng.choice([1, -1]) for _ in range(cfg.N)], dtype=object)
+    return T, D
+
+
+def search_accumulators(cfg, T, rng, vectors):
+    """Accumulators ``(vectors, N)``: on a threshold, one below it, random, and both ends."""
+    acc = np.zeros((vectors, cfg.N), dtype=object)
+    for v in range(vectors):
+        for c in range(cfg.N):
+            pick = (v + c) % 4
+            if pick == 0:
+                a = rng.randint(cfg.acc_min, cfg.acc_max)
+            elif pick == 3:
+                a = rng.choice([cfg.acc_min, cfg.acc_max])
+            else:
+                a = int(rng.choice(list(T[c]))) - (pick == 1)
+            acc[v, c] = min(max(a, cfg.acc_min), cfg.acc_max)
+    return acc
+
+
+def search_beats(cfg, acc, flags):
+    """MAC result beats (fold order) of the accumulators ``(vectors, N)``."""
+    folds = acc.reshape(-1, cfg.rows)
+    flags = flags.reshape(-1, cfg.rows)
+    columns = {}
+    for r in range(cfg.rows):
+        columns[("acc", r)] = folds[:, r]
+        columns[("overflow", r)] = flags[:, r]
+    return beats.pack_columns(layouts.mac_output_layout(cfg), columns, len(folds))
+
+
+SEARCH_CONFIGS = [
+    # (cfg, what it covers): lanes = ceil(rows / beats), groups = ceil(rows / lanes)
+    (th_cfg(acc_bits=3, out_bits=1), "1 level, 1 lane"),
+    (th_cfg(in_features=8, out_features=6, rows=3, cols=2, acc_bits=12, out_bits=2),
+     "3 rows in 3 groups of 1 lane"),
+    (th_cfg(in_features=4, out_features=6, rows=3, cols=2, acc_bits=10, out_bits=4,
+            out_signed=True), "2 lanes, 2 groups, the second half empty"),
+    (th_cfg(in_features=4, out_features=8, rows=4, cols=4, acc_bits=20, out_bits=4,
+            out_signed=True, relu=True), "4 lanes in 1 group, relu: 3 levels"),
+    (th_cfg(in_features=16, out_features=4, rows=2, cols=2, acc_bits=16, out_bits=8),
+     "8 levels"),
+    (th_cfg(in_features=4, out_features=4, rows=2, cols=2, acc_bits=64, out_bits=3,
+            out_signed=True), "64-bit accumulators"),
+]
+
+
+@pytest.mark.parametrize("case", SEARCH_CONFIGS, ids=[c[1] for c in SEARCH_CONFIGS])
+def test_search_requantizer(case):
+    """Every output equals the golden threshold form, under random stalls on both streams."""
+    cfg, _ = case
+    rng = random.Random(cfg.acc_bits + cfg.rows)
+    T, D = search_table(cfg, rng)
+    vectors = max(3, 48 // cfg.N)
+    acc = search_accumulators(cfg, T, rng, vectors)
+    flags = np.array([[rng.randint(0, 1) for _ in range(cfg.N)] for _ in range(vectors)])
+    dut = SearchThresholdRequantizer(cfg, T, D)
+    assert dut.lanes == -(-cfg.rows // cfg.beats) and dut.groups <= cfg.beats
+    got = stream_test(dut, search_beats(cfg, acc, flags), vectors * cfg.out_beats,
+                      seed=cfg.acc_bits)
+    y = golden.requantize_thresholds(acc, T, D, y_min=cfg.y_min, y_max=cfg.y_max)
+    seen = set()
+    for k, out in enumerate(got):
+        v, fold = divmod(k, cfg.out_beats)
+        assert out.last == (fold == cfg.out_beats - 1), f"beat {k}: last"
+        for r in range(cfg.rows):
+            c = fold * cfg.rows + r
+            assert (out.y[r], out.overflow[r]) == (y[v, c], flags[v, c]), \
+                f"vector {v}, channel {c}: acc {acc[v, c]}, D {D[c]}, T {list(T[c])}"
+            seen.add(int(y[v, c]))
+    assert {cfg.y_min, cfg.y_max} <= seen
+
+
+@pytest.mark.parametrize("case", SEARCH_CONFIGS[1:4], ids=[c[1] for c in SEARCH_CONFIGS[1:4]])
+def test_search_requantizer_latency(case):
+    cfg, _ = case
+    rng = random.Random(1)
+    T, D = search_table(cfg, rng)
+    dut = SearchThresholdRequantizer(cfg, T, D)
+    acc = search_accumulators(cfg, T, rng, 1)
+    flags = np.zeros(acc.shape, dtype=int)
+    assert dut.latency == dut.groups + 2 * threshold_count(cfg).bit_length() + 2
+    assert measure_latency(dut, search_beats(cfg, acc, flags)[:1]) == dut.latency
+
+
+def test_search_requantizer_memories():
+    """Level k of the search compares, for each prefix of earlier results, the threshold the
+    binary search needs; the padding (a level count that is not 2^k - 1) is never counted."""
+    cfg = th_cfg(in_features=4, out_features=4, rows=2, cols=2, acc_bits=8, out_bits=2,
+                 out_signed=True, relu=True)          # y in [0, 1]: one threshold
+    T = np.array([[5], [-3], [0], [7]], dtype=object)
+    dut = SearchThresholdRequantizer(cfg, T, np.array([1, -1, 1, 1]))
+    Fragment.get(dut, None)                 # used: no UnusedElaboratable warning
+    assert dut.levels == 1 and dut.t_bits == signed_width(-3, 7)
+    cfg = th_cfg(in_features=4, out_features=2, rows=2, cols=2, acc_bits=8, out_bits=2)
+    T = np.array([[-4, 0, 9], [1, 2, 3]], dtype=object)
+    dut = SearchThresholdRequantizer(cfg, T, np.array([1, -1]))
+    Fragment.get(dut, None)
+    assert (dut.lanes, dut.groups, dut.levels) == (1, 2, 2)
+    # Level 0 compares the middle threshold, level 1 the first or the last one (step 0:
+    # channel 0, step 1: channel 1, whose D = -1).
+    assert dut.memory_image(0, 0) == [(0, 0), (2, 1)]
+    assert dut.memory_image(0, 1) == [(-4, 0), (9, 0), (1, 1), (3, 1)]
 
 
 # -- the layer engine with thresholds --------------------------------------------------------------
