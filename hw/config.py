@@ -160,7 +160,7 @@ class LayerConfig:
         the smallest multipliers going to LUTs.
     requant_style : {"multiply", "threshold", "auto"}
         The requantizer: ``"multiply"`` is ``clamp(floor((acc·M + B) / 2^S))``
-        (:class:`~qmac.hw.requant.Requantizer`, parameters ``M``, ``B``, ``S``);
+        (:class:`~qmac.hw.requant.FoldRequantizer`, parameters ``M``, ``B``, ``S``);
         ``"threshold"`` counts the channel's thresholds at or below ``acc``
         (:class:`~qmac.hw.threshold.ThresholdRequantizer`, parameters ``T``, ``D``; at most
         :data:`MAX_THRESHOLDS` thresholds, ``y_max - y_min``, per channel); ``"auto"`` lets the

@@ -47,8 +47,8 @@ class LayerEngine(wiring.Component):
         Instead of ``M``, ``B``, ``S`` (``requant_style`` ``"threshold"`` or ``"auto"``): the
         threshold table, ``T`` of shape ``(out_features, y_max - y_min)`` and ``D`` of shape
         ``(out_features,)``; the requantizer is then a
-        :class:`~qmac.hw.threshold.ThresholdRequantizer` whose thresholds are as wide as the
-        table needs, and ``latency`` grows with its pipeline.
+        :class:`~qmac.hw.threshold.ThresholdRequantizer` (a binary search, its thresholds in
+        its own memories, as wide as the table needs), and ``latency`` grows with its levels.
     levels_per_stage : int
         Passed to :class:`MacArray`.
     mul_plan : MulPlan, optional
@@ -107,7 +107,7 @@ class LayerEngine(wiring.Component):
         if self.requant_style == "threshold":
             self.M = self.B = self.S = None
             self.T, self.D = threshold.check_engine_thresholds(cfg, thresholds)
-            self._requant = threshold.SearchThresholdRequantizer(cfg, self.T, self.D)
+            self._requant = threshold.ThresholdRequantizer(cfg, self.T, self.D)
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",

@@ -1,7 +1,5 @@
-"""The threshold requantizer: ``rows`` lanes that count the channel's thresholds at or below the
-accumulator (``docs/arithmetic.md``, "Requantization by thresholds")."""
-
-import math
+"""The threshold requantizer: lanes that count, by binary search, the channel's thresholds at or
+below the accumulator (``docs/arithmetic.md``, "Requantization by thresholds")."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -11,58 +9,18 @@ from amaranth.lib.wiring import In, Out
 from . import layouts
 from .checks import RangeError
 from .config import signed_width
-from .pipeline import global_enable, stage, register_side_band
+from .pipeline import stage
 from .threshold_table import check_thresholds
 from .requant import mux_tree
 
 
-__all__ = ["ThresholdRequantizer", "SearchThresholdRequantizer", "threshold_count", "threshold_input_layout",
-           "threshold_param_layout", "threshold_param_words", "threshold_bits",
+__all__ = ["ThresholdRequantizer", "threshold_count",
            "check_engine_thresholds", "requant_style"]
 
 
 def threshold_count(cfg):
     """Thresholds per channel, ``y_max - y_min``."""
     return cfg.y_max - cfg.y_min
-
-
-def threshold_bits(cfg, T=None):
-    """Signed width of a threshold: ``acc_bits + 1`` (every threshold of an ``acc_bits``
-    accumulator lies in ``[acc_min, acc_max + 1]``), or the fewest bits that hold ``T``."""
-    if T is None or T.size == 0:
-        return cfg.acc_bits + 1
-    return max(2, signed_width(int(T.min()), int(T.max())))
-
-
-def threshold_input_layout(cfg, t_bits=None):
-    """One beat into the threshold requantizer: ``rows`` accumulators, each with its channel's
-    ``y_max - y_min`` thresholds ``t`` (ascending) and direction ``d`` (1 for a decreasing
-    channel, ``D = -1``); ``overflow`` and ``last`` pass through."""
-    t_bits = threshold_bits(cfg) if t_bits is None else t_bits
-    return data.StructLayout({
-        "acc":      data.ArrayLayout(signed(cfg.acc_bits), cfg.rows),
-        "t":        data.ArrayLayout(data.ArrayLayout(signed(t_bits), threshold_count(cfg)),
-                                     cfg.rows),
-        "d":        data.ArrayLayout(unsigned(1), cfg.rows),
-        "overflow": data.ArrayLayout(unsigned(1), cfg.rows),
-        "last":     unsigned(1),
-    })
-
-
-def threshold_param_layout(cfg, t_bits):
-    """One word of a layer engine's threshold memory: ``t`` and ``d`` of a fold's channels."""
-    fields = threshold_input_layout(cfg, t_bits)
-    return data.StructLayout({"t": fields["t"].shape, "d": fields["d"].shape})
-
-
-def threshold_param_words(cfg, T, D):
-    """The threshold memory image: word ``j`` holds ``t`` and ``d`` of fold ``j``."""
-    words = []
-    for j in range(cfg.out_beats):
-        span = range(j * cfg.rows, (j + 1) * cfg.rows)
-        words.append({"t": [[int(v) for v in T[c]] for c in span],
-                      "d": [int(D[c] < 0) for c in span]})
-    return words
 
 
 def check_engine_thresholds(cfg, thresholds):
@@ -108,128 +66,6 @@ def requant_style(cfg, M, B, S, thresholds):
 
 
 class ThresholdRequantizer(wiring.Component):
-    """``rows`` lanes of ``y = y_min + #{j : t[j] <= acc}`` (``y_max - #{...}`` for a decreasing
-    channel).
-
-    Stage 1 compares the accumulator with each of the ``n = y_max - y_min`` thresholds at once
-    (one comparator each) and registers the ``n`` bits, each inverted for a decreasing channel
-    (``#{acc < t} = n - #{t <= acc}``, so ``y_max - count = y_min + #{acc < t}``). A binary adder
-    tree counts the bits, registered every ``levels_per_stage`` levels, and the output register
-    holds ``y_min + count``, which lies in ``[y_min, y_max]`` by construction: no clamp, no
-    multiply, no shift. ``overflow`` and ``last`` pass through unchanged.
-
-    Parameters
-    ----------
-    cfg : LayerConfig
-        Uses ``rows``, ``acc_bits``, ``out_bits``, ``out_signed``, ``relu``.
-    t_bits : int, optional
-        Signed width of the thresholds (default ``acc_bits + 1``).
-    levels_per_stage : int
-        Adder-tree levels between pipeline registers (at least 1).
-
-    Members
-    -------
-    i : In(stream.Signature(threshold_input_layout(cfg, t_bits)))
-        Accumulators with their thresholds, directions, overflow flags and ``last``.
-    o : Out(stream.Signature(layouts.requant_output_layout(cfg)))
-        One output beat per input beat, in order.
-
-    Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
-    ``t + latency`` without stalls, ``latency = 2 + ceil(ceil(log2 n) / levels_per_stage)``
-    (4 for ``n = 3``, 6 for ``n = 15``, 10 for ``n = 255``); one beat per cycle. One global
-    enable ``en = ~o.valid | o.ready`` (``i.ready = en``) freezes every stage while ``o``
-    stalls, so nothing is lost, duplicated or reordered; ``o.valid`` never depends on
-    ``o.ready``.
-
-    Raises
-    ------
-    ValueError
-        ``t_bits`` below 2 or ``levels_per_stage`` below 1, naming the value.
-    """
-
-    def __new__(cls, cfg, *, t_bits=None, levels_per_stage=1):
-        cls._check(cfg, t_bits, levels_per_stage)
-        return super().__new__(cls, src_loc_at=1)
-
-    @staticmethod
-    def _check(cfg, t_bits, levels_per_stage):
-        if t_bits is not None and (isinstance(t_bits, bool) or not isinstance(t_bits, int)
-                                   or not 2 <= t_bits <= cfg.acc_bits + 1):
-            raise ValueError(f"t_bits must be an integer in [2, acc_bits + 1 = "
-                             f"{cfg.acc_bits + 1}], not {t_bits!r}")
-        if isinstance(levels_per_stage, bool) or not isinstance(levels_per_stage, int) \
-                or levels_per_stage < 1:
-            raise ValueError(f"levels_per_stage must be an integer of at least 1, "
-                             f"not {levels_per_stage!r}")
-
-    def __init__(self, cfg, *, t_bits=None, levels_per_stage=1):
-        self.cfg = cfg
-        self.t_bits = threshold_bits(cfg) if t_bits is None else t_bits
-        self.levels_per_stage = levels_per_stage
-        self.count = threshold_count(cfg)
-        self.tree_levels = math.ceil(math.log2(self.count)) if self.count > 1 else 0
-        #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = 2 + math.ceil(self.tree_levels / levels_per_stage)
-        super().__init__({
-            "i": In(stream.Signature(threshold_input_layout(cfg, self.t_bits))),
-            "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
-        })
-
-    def elaborate(self, platform):
-        cfg = self.cfg
-        m = Module()
-        en = global_enable(m, self.i, self.o)
-
-        # Stage 1: one comparator per threshold, inverted for a decreasing channel.
-        lanes = []
-        for r in range(cfg.rows):
-            bits = Signal(self.count, name=f"at_or_below_{r}")
-            with m.If(en):
-                m.d.sync += bits.eq(Cat(
-                    (self.i.p.acc[r] >= self.i.p.t[r][j]) ^ self.i.p.d[r]
-                    for j in range(self.count)))
-            lanes.append([bits[j] for j in range(self.count)])
-        side = stage(m, en, "compare", valid=self.i.valid, overflow=self.i.p.overflow,
-                     last=self.i.p.last)
-
-        # Adder tree: each level sums neighbours; registered every `levels_per_stage` levels.
-        for level in range(self.tree_levels):
-            registered = (level + 1) % self.levels_per_stage == 0 \
-                or level == self.tree_levels - 1
-            for r in range(cfg.rows):
-                terms = lanes[r]
-                sums = []
-                for k in range(0, len(terms), 2):
-                    pair = terms[k:k + 2]
-                    bound = self._bound(level + 1, k // 2)
-                    total = Signal(range(bound + 1), name=f"count_{r}_l{level + 1}_{k // 2}")
-                    value = pair[0] + pair[1] if len(pair) == 2 else pair[0]
-                    if registered:
-                        with m.If(en):
-                            m.d.sync += total.eq(value)
-                    else:
-                        m.d.comb += total.eq(value)
-                    sums.append(total)
-                lanes[r] = sums
-            if registered:
-                side = stage(m, en, f"tree{level + 1}", valid=side[0], overflow=side[1],
-                             last=side[2])
-
-        # Output register: y = y_min + count.
-        valid, overflow, last = side
-        register_side_band(m, en, self.o, valid=valid, overflow=overflow, last=last)
-        with m.If(en):
-            for r in range(cfg.rows):
-                m.d.sync += self.o.p.y[r].eq(lanes[r][0] + cfg.y_min)
-        return m
-
-    def _bound(self, level, index):
-        """The largest count of node ``index`` at tree ``level`` (the bits it covers)."""
-        first = index << level
-        return max(0, min(self.count, first + (1 << level)) - first)
-
-
-class SearchThresholdRequantizer(wiring.Component):
     """The layer engine's threshold requantizer: a binary search over the channel's thresholds,
     with lanes sized to the rate of the MAC array, and the thresholds in its own memories.
 
@@ -249,9 +85,9 @@ class SearchThresholdRequantizer(wiring.Component):
     holds at word ``s·2^k + p`` the threshold that level ``k`` compares for prefix ``p`` at step
     ``s = f·groups + g`` (fold ``f``, group ``g``); level 0's words also hold ``D``. A level is
     two register stages: the memory read (addressed from the previous stage's registers), then
-    the comparison, registered. One comparator per lane and level replaces the ``rows · n``
-    comparators of :class:`ThresholdRequantizer`, and the thresholds sit in memories that the
-    tools may map to block RAM.
+    the comparison, registered: ``lanes · levels`` comparators in all, and the thresholds sit in
+    memories that the tools may map to block RAM. (An earlier unit compared ``acc`` with all ``n`` thresholds of
+    every row at once; it needed ``rows·n`` comparators and lost to the multiply unit at 4 bits.)
 
     Parameters
     ----------
@@ -381,8 +217,10 @@ class SearchThresholdRequantizer(wiring.Component):
             read = []
             for lane in range(lanes):
                 image = self.memory_image(lane, level)
-                memory = Memory(shape=t_layout, depth=max(2, len(image)),
-                                init=[{"t": t, "d": k} for t, k in image])
+                # Level 0 also holds `d` (the later levels carry it along).
+                memory = Memory(shape=t_layout if level == 0 else signed(self.t_bits),
+                                depth=max(2, len(image)),
+                                init=[{"t": t, "d": k} if level == 0 else t for t, k in image])
                 m.submodules[f"thresholds_{lane}_l{level}"] = memory
                 port = memory.read_port()
                 m.d.comb += [port.addr.eq(Cat(found[lane], where)), port.en.eq(en)]
@@ -396,7 +234,8 @@ class SearchThresholdRequantizer(wiring.Component):
                     kept.update(found=found[lane], d=d[lane])
                 held = dict(zip(kept, stage(m, en, f"read_l{level}_{lane}", reset_less=True,
                                             **kept)))
-                at_or_below = read[lane].t <= held["acc"]
+                threshold = read[lane].t if level == 0 else read[lane]
+                at_or_below = threshold <= held["acc"]
                 result = {"acc": held["acc"], "overflow": held["overflow"],
                           "found": Cat(at_or_below, held["found"]) if level else at_or_below,
                           "d": held["d"] if level else read[lane].d}

@@ -1,6 +1,6 @@
 """Gate level of the threshold requantizer: a small layer engine with ``requant_style =
-"threshold"`` (MAC array, threshold memory, the feed that pairs each fold's accumulators with
-its thresholds, the comparators and the count tree), synthesized as ``qmac synth`` does
+"threshold"`` (MAC array, and the threshold unit: its per-level threshold memories, the binary
+search's comparators and the output), synthesized as ``qmac synth`` does
 (``synth_ice40 -dsp``; ``synth_ecp5``), written as Verilog and simulated under Verilator with
 Yosys's cell models of the family; compared with the golden model's threshold form on random
 vectors with stalls on both streams, at full rate, and across a reset in the middle of a vector.

@@ -24,8 +24,7 @@ from qmac.hw import layouts
 from qmac.hw.checks import RangeError
 from qmac.hw.config import ConfigError, LayerConfig, signed_width
 from qmac.hw.engine import LayerEngine
-from qmac.hw.threshold import (SearchThresholdRequantizer, ThresholdRequantizer, requant_style,
-                              threshold_count, threshold_input_layout)
+from qmac.hw.threshold import ThresholdRequantizer, requant_style, threshold_count
 from qmac.sim import beats, golden
 from qmac.target import round_fraction
 from qmac.thresholds import (Thresholds, choose_style, layer_thresholds, load_thresholds,
@@ -228,68 +227,7 @@ def test_choose_style_rule():
 
 # -- the threshold requantizer ---------------------------------------------------------------------
 
-def threshold_cases(cfg, rng, count, t_bits=None):
-    """Beats of ``rows`` lanes: random ascending tables with repeats, both directions, and
-    accumulators on, just below and just above thresholds and at both ends of the width.
-
-    Returns ``acc`` (beats, rows), ``T`` (beats, rows, n), ``D`` (beats, rows), ``flags``
-    (beats, rows) and ``last`` (beats,)."""
-    n = threshold_count(cfg)
-    t_hi = cfg.acc_max + 1 if t_bits is None else min(cfg.acc_max + 1, (1 << (t_bits - 1)) - 1)
-    t_lo = cfg.acc_min if t_bits is None else max(cfg.acc_min, -(1 << (t_bits - 1)))
-    acc = np.zeros((count, cfg.rows), dtype=object)
-    T = np.zeros((count, cfg.rows, n), dtype=object)
-    D = np.zeros((count, cfg.rows), dtype=object)
-    for beat in range(count):
-        for r in range(cfg.rows):
-            if beat % 5 == 0:       # a narrow band: many levels hit
-                centre = rng.randint(cfg.acc_min, cfg.acc_max)
-                row = [min(max(centre + rng.randint(-n, n), t_lo), t_hi) for _ in range(n)]
-            else:
-                row = [rng.randint(t_lo, t_hi) for _ in range(n)]
-            if beat % 7 == 3:
-                row[: n // 2] = [t_lo] * (n // 2)
-                row[n // 2:] = [t_hi] * (n - n // 2)
-            row.sort()
-            T[beat, r] = row
-            D[beat, r] = rng.choice([1, -1])
-            pick = beat % 4
-            if pick == 0:
-                a = rng.randint(cfg.acc_min, cfg.acc_max)
-            elif pick == 3:
-                a = rng.choice([cfg.acc_min, cfg.acc_max])
-            else:
-                a = rng.choice(row) - (pick == 1)
-            acc[beat, r] = min(max(a, cfg.acc_min), cfg.acc_max)
-    flags = np.array([[rng.randint(0, 1) for _ in range(cfg.rows)] for _ in range(count)])
-    last = np.array([rng.randint(0, 1) for _ in range(count)])
-    return acc, T, D, flags, last
-
-
-def threshold_beats(cfg, acc, T, D, flags, last, t_bits=None):
-    n = threshold_count(cfg)
-    columns = {("last",): last}
-    for r in range(cfg.rows):
-        columns[("acc", r)] = acc[:, r]
-        columns[("d", r)] = (D[:, r] < 0).astype(int)
-        columns[("overflow", r)] = flags[:, r]
-        for j in range(n):
-            columns[("t", r, j)] = T[:, r, j]
-    return beats.pack_columns(threshold_input_layout(cfg, t_bits), columns, len(acc))
-
-
-def threshold_expected(cfg, acc, T, D, flags, last):
-    """Expected output beats, from the golden model, one lane at a time."""
-    y = np.zeros(acc.shape, dtype=object)
-    for beat in range(len(acc)):
-        y[beat] = golden.requantize_thresholds(acc[beat], T[beat], D[beat], y_min=cfg.y_min,
-                                               y_max=cfg.y_max)
-    columns = {("last",): last}
-    for r in range(cfg.rows):
-        columns[("y", r)] = y[:, r]
-        columns[("overflow", r)] = flags[:, r]
-    return y, beats.pack_columns(layouts.requant_output_layout(cfg), columns, len(acc))
-
+# -- the threshold requantizer (a binary search) ---------------------------------------------------
 
 def th_cfg(**changes):
     base = dict(in_features=4, out_features=4, rows=1, a_bits=1, w_bits=2,
@@ -297,66 +235,6 @@ def th_cfg(**changes):
     base.update(changes)
     return LayerConfig(**base)
 
-
-TH_CONFIGS = [
-    (th_cfg(acc_bits=3, out_bits=1), 1),
-    (th_cfg(rows=2, acc_bits=12, out_bits=2), 1),
-    (th_cfg(rows=3, out_features=6, acc_bits=10, out_bits=4, out_signed=True), 1),
-    (th_cfg(rows=2, acc_bits=20, out_bits=4, out_signed=True, relu=True), 2),
-    (th_cfg(rows=1, acc_bits=16, out_bits=8), 3),
-    (th_cfg(rows=2, acc_bits=64, out_bits=3, out_signed=True), 1),
-]
-
-
-def th_id(case):
-    cfg, lps = case
-    return (f"{cfg.rows}r-acc{cfg.acc_bits}-y{cfg.out_bits}{'s' if cfg.out_signed else 'u'}"
-            f"{'-relu' if cfg.relu else ''}-lps{lps}")
-
-
-@pytest.mark.parametrize("case", TH_CONFIGS, ids=th_id)
-def test_threshold_requantizer(case):
-    cfg, levels_per_stage = case
-    rng = random.Random(cfg.acc_bits)
-    acc, T, D, flags, last = threshold_cases(cfg, rng, 40)
-    dut = ThresholdRequantizer(cfg, levels_per_stage=levels_per_stage)
-    got = stream_test(dut, threshold_beats(cfg, acc, T, D, flags, last), len(acc),
-                      seed=cfg.acc_bits)
-    y, _ = threshold_expected(cfg, acc, T, D, flags, last)
-    seen = set()
-    for k, out in enumerate(got):
-        assert out.last == last[k], f"beat {k}: last"
-        for r in range(cfg.rows):
-            assert out.y[r] == y[k, r], \
-                f"beat {k}, lane {r}: acc {acc[k, r]}, D {D[k, r]}, T {list(T[k, r])}: " \
-                f"got {out.y[r]}, expected {y[k, r]}"
-            assert out.overflow[r] == flags[k, r]
-            seen.add(int(y[k, r]))
-    assert {cfg.y_min, cfg.y_max} <= seen
-    assert len(seen) >= min(3, cfg.y_max - cfg.y_min + 1)
-
-
-@pytest.mark.parametrize("case", TH_CONFIGS[1:5], ids=th_id)
-def test_threshold_requantizer_latency(case):
-    cfg, levels_per_stage = case
-    dut = ThresholdRequantizer(cfg, levels_per_stage=levels_per_stage)
-    acc, T, D, flags, last = threshold_cases(cfg, random.Random(0), 1)
-    n = threshold_count(cfg)
-    assert dut.latency == 2 + math.ceil(math.ceil(math.log2(n)) / levels_per_stage)
-    assert measure_latency(dut, threshold_beats(cfg, acc, T, D, flags, last)) == dut.latency
-
-
-def test_threshold_requantizer_refuses():
-    cfg = th_cfg(acc_bits=8, out_bits=2)
-    with pytest.raises(ValueError, match=r"t_bits must be an integer in \[2, acc_bits \+ 1 = "
-                                         r"9\], not 10"):
-        ThresholdRequantizer(cfg, t_bits=10)
-    with pytest.raises(ValueError, match="levels_per_stage must be an integer of at least 1, "
-                                         "not 0"):
-        ThresholdRequantizer(cfg, levels_per_stage=0)
-
-
-# -- the search unit (the engine's threshold requantizer) -----------------------------------------
 
 def search_table(cfg, rng):
     """A random table for every channel: ascending rows with repeats, some thresholds at
@@ -430,7 +308,7 @@ def test_search_requantizer(case):
     vectors = max(3, 48 // cfg.N)
     acc = search_accumulators(cfg, T, rng, vectors)
     flags = np.array([[rng.randint(0, 1) for _ in range(cfg.N)] for _ in range(vectors)])
-    dut = SearchThresholdRequantizer(cfg, T, D)
+    dut = ThresholdRequantizer(cfg, T, D)
     assert dut.lanes == -(-cfg.rows // cfg.beats) and dut.groups <= cfg.beats
     got = stream_test(dut, search_beats(cfg, acc, flags), vectors * cfg.out_beats,
                       seed=cfg.acc_bits)
@@ -452,7 +330,7 @@ def test_search_requantizer_latency(case):
     cfg, _ = case
     rng = random.Random(1)
     T, D = search_table(cfg, rng)
-    dut = SearchThresholdRequantizer(cfg, T, D)
+    dut = ThresholdRequantizer(cfg, T, D)
     acc = search_accumulators(cfg, T, rng, 1)
     flags = np.zeros(acc.shape, dtype=int)
     assert dut.latency == dut.groups + 2 * threshold_count(cfg).bit_length() + 2
@@ -465,12 +343,12 @@ def test_search_requantizer_memories():
     cfg = th_cfg(in_features=4, out_features=4, rows=2, cols=2, acc_bits=8, out_bits=2,
                  out_signed=True, relu=True)          # y in [0, 1]: one threshold
     T = np.array([[5], [-3], [0], [7]], dtype=object)
-    dut = SearchThresholdRequantizer(cfg, T, np.array([1, -1, 1, 1]))
+    dut = ThresholdRequantizer(cfg, T, np.array([1, -1, 1, 1]))
     Fragment.get(dut, None)                 # used: no UnusedElaboratable warning
     assert dut.levels == 1 and dut.t_bits == signed_width(-3, 7)
     cfg = th_cfg(in_features=4, out_features=2, rows=2, cols=2, acc_bits=8, out_bits=2)
     T = np.array([[-4, 0, 9], [1, 2, 3]], dtype=object)
-    dut = SearchThresholdRequantizer(cfg, T, np.array([1, -1]))
+    dut = ThresholdRequantizer(cfg, T, np.array([1, -1]))
     Fragment.get(dut, None)
     assert (dut.lanes, dut.groups, dut.levels) == (1, 2, 2)
     # Level 0 compares the middle threshold, level 1 the first or the last one (step 0:
@@ -560,21 +438,33 @@ COCOTB_CONFIGS = [
 @pytest.mark.parametrize("cfg", COCOTB_CONFIGS, ids=["y2u", "y4s"])
 def test_threshold_requantizer_verilator(cfg, verilator_build):
     from qmac.sim.runner import run_stream
-    dut = ThresholdRequantizer(cfg)
+    rng = random.Random(9)
+    T, D = search_table(cfg, rng)
+    vectors = 60 // cfg.N
+    acc = search_accumulators(cfg, T, rng, vectors)
+    flags = np.array([[rng.randint(0, 1) for _ in range(cfg.N)] for _ in range(vectors)])
+    dut = ThresholdRequantizer(cfg, T, D)
     built = verilator_build(dut, "threshold")
-    acc, T, D, flags, last = threshold_cases(cfg, random.Random(9), 60)
-    inputs = threshold_beats(cfg, acc, T, D, flags, last)
-    y, expected = threshold_expected(cfg, acc, T, D, flags, last)
+    inputs = search_beats(cfg, acc, flags)
+    y = golden.requantize_thresholds(acc, T, D, y_min=cfg.y_min, y_max=cfg.y_max)
     assert (y == cfg.y_min).any() and (y == cfg.y_max).any()
-    width = threshold_input_layout(cfg).size
+    folds = y.reshape(-1, cfg.rows)
+    columns = {("last",): [(k + 1) % cfg.out_beats == 0 for k in range(len(folds))]}
+    for r in range(cfg.rows):
+        columns[("y", r)] = folds[:, r]
+        columns[("overflow", r)] = flags.reshape(-1, cfg.rows)[:, r]
+    expected = list(beats.pack_columns(layouts.requant_output_layout(cfg), columns, len(folds)))
+    width = layouts.mac_output_layout(cfg).size
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
                      stall=(0.3, 0.3), seed=9, in_width=width, label="stalls")
     assert run.passed and run.outputs == expected
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected, stall=0.0,
                      seed=9, in_width=width, label="full-rate")
-    assert run.passed and run.cycles <= len(inputs) + dut.latency + 1
-    run = run_stream(built, inputs[8:16], n_outputs=8, expected=expected[8:16],
-                     stall=(0.3, 0.3), seed=10, in_width=width, reset_prefix=inputs[:8],
+    assert run.passed and run.cycles <= len(inputs) * dut.groups + dut.latency + 1
+    # A reset between whole layers (the unit counts folds, so a layer starts again at fold 0).
+    n = cfg.out_beats
+    run = run_stream(built, inputs[2 * n:4 * n], n_outputs=2 * n, expected=expected[2 * n:4 * n],
+                     stall=(0.3, 0.3), seed=10, in_width=width, reset_prefix=inputs[:n],
                      label="reset")
     assert run.passed and run.prefix_outputs == expected[:len(run.prefix_outputs)]
 
