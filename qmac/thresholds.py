@@ -174,12 +174,11 @@ def choose_style(cfg, *, multiply_exact=True, family=None):
     ``AUTO_THRESHOLD_LEVELS[family]`` thresholds per channel, the multiply unit above.
     Measured at ``out_bits`` 2, 4 and 8 (unsigned: 3, 15 and 255 thresholds) on the UP5K and
     the ECP5-25k, engine totals: at 3 thresholds the threshold engine is smaller on both
-    (fewer logic cells on iCE40, fewer LUT4 + 2·CCU2C, FFs and DSPs on ECP5); at 15 the
-    multiply engine is (its ``FoldRequantizer`` against 15 comparators per lane on carry
-    chains); at 255 the threshold engine does not fit either part. 7 thresholds (``out_bits``
-    3) were not measured and get the multiply unit. The rule is the same on both families;
-    ``family`` keeps it per family should a measurement split them. Without a ``family`` the
-    rule is the one that holds on both.
+    (fewer logic cells on iCE40, fewer LUT4 + 2·CCU2C, FFs and DSPs on ECP5); at 15 and 255
+    the multiply engine is (the threshold unit's memories hold 15 or 255 thresholds per
+    channel, against one ``M``, ``B`` word). 7 thresholds (``out_bits`` 3) were not measured and
+    get the multiply unit. The rule is the same on both families; ``family`` keeps it per family
+    should a measurement split them. Without a ``family`` the rule is the one that holds on both.
 
     Raises
     ------
