@@ -107,7 +107,8 @@ class LayerEngine(wiring.Component):
         if self.requant_style == "threshold":
             self.M = self.B = self.S = None
             self.T, self.D = threshold.check_engine_thresholds(cfg, thresholds)
-            self._requant = threshold.ThresholdRequantizer(cfg, self.T, self.D)
+            self._requant = threshold.ThresholdRequantizer(cfg, self.T, self.D,
+                                                         registered_enable=True)
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
@@ -154,8 +155,7 @@ class LayerEngine(wiring.Component):
         # the reader's) independent of `o.ready`.
         m.submodules.output = output = SkidBuffer(layouts.engine_output_layout(cfg))
         wiring.connect(m, requant.o, output.i)
-        if self.requant_style != "threshold":
-            m.d.comb += requant.o_ready_next.eq(output.ready_next)
+        m.d.comb += requant.o_ready_next.eq(output.ready_next)
         wiring.connect(m, wiring.flipped(self.o), output.o)
 
         x_layout = layouts.engine_input_layout(cfg)["x"].shape

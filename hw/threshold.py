@@ -94,6 +94,11 @@ class ThresholdRequantizer(wiring.Component):
     cfg : LayerConfig
     T, D : arrays
         The threshold table, checked by :func:`check_engine_thresholds`.
+    registered_enable : bool
+        Make the global enable a flip-flop (for its fan-out and its path into the MAC array's
+        enable): the consumer of ``o`` must then tell, on ``o_ready_next``, the value
+        ``o.ready`` will have in the next cycle (a :class:`~qmac.hw.pipeline.SkidBuffer`'s
+        ``ready_next``), as with :class:`~qmac.hw.requant.FoldRequantizer`.
 
     Members
     -------
@@ -102,6 +107,8 @@ class ThresholdRequantizer(wiring.Component):
         unit counts them and sets ``last`` on fold ``folds - 1``).
     o : Out(stream.Signature(layouts.requant_output_layout(cfg)))
         One output beat per input beat, in order.
+    o_ready_next : In(1)
+        With ``registered_enable`` only: ``o.ready`` of the next cycle.
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
     latency``, ``latency = groups + 2·levels + 2``, without stalls (its steps are issued from a
@@ -117,8 +124,9 @@ class ThresholdRequantizer(wiring.Component):
         A threshold table that :func:`check_engine_thresholds` refuses.
     """
 
-    def __init__(self, cfg, T, D):
+    def __init__(self, cfg, T, D, *, registered_enable=False):
         self.cfg = cfg
+        self.registered_enable = bool(registered_enable)
         self.T, self.D = check_engine_thresholds(cfg, (T, D))
         self.count = threshold_count(cfg)
         #: Comparisons per channel.
@@ -133,10 +141,13 @@ class ThresholdRequantizer(wiring.Component):
         #: Signed width of a stored threshold.
         self.t_bits = signed_width(min(values, default=0), max(values, default=0))
         self.latency = self.groups + 2 * self.levels + 2
-        super().__init__({
+        members = {
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
-        })
+        }
+        if self.registered_enable:
+            members["o_ready_next"] = In(1)
+        super().__init__(members)
 
     def channel(self, step, lane):
         """The channel of ``lane`` at ``step``, or None past the last row of a fold."""
@@ -167,8 +178,13 @@ class ThresholdRequantizer(wiring.Component):
         cfg = self.cfg
         lanes, groups = self.lanes, self.groups
         m = Module()
-        en = Signal(name="enable")
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        en = Signal(init=1, name="enable")
+        out_valid = Signal()                 # the next o.valid, while `en`
+        if self.registered_enable:
+            # `en` is a flip-flop that always equals `~o.valid | o.ready`.
+            m.d.sync += en.eq(~Mux(en, out_valid, self.o.valid) | self.o_ready_next)
+        else:
+            m.d.comb += en.eq(~self.o.valid | self.o.ready)
 
         # -- sequencer: a buffered fold, issued one group per cycle ----------------------------
         busy = Signal()
@@ -249,9 +265,10 @@ class ThresholdRequantizer(wiring.Component):
 
         # -- output: y of each lane into its row of the beat ----------------------------------
         valid, out_group, last = control
+        m.d.comb += out_valid.eq(valid & (out_group == groups - 1))
         with m.If(en):
-            m.d.sync += self.o.valid.eq(valid & (out_group == groups - 1))
-            with m.If(valid & (out_group == groups - 1)):
+            m.d.sync += self.o.valid.eq(out_valid)
+            with m.If(out_valid):
                 m.d.sync += self.o.p.last.eq(last)
         for lane in range(lanes):
             count = found[lane]

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import Fragment, Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from qmac import solver, verify
 from qmac.accumulator import reachable_range
@@ -24,6 +26,7 @@ from qmac.hw import layouts
 from qmac.hw.checks import RangeError
 from qmac.hw.config import ConfigError, LayerConfig, signed_width
 from qmac.hw.engine import LayerEngine
+from qmac.hw.pipeline import SkidBuffer
 from qmac.hw.threshold import ThresholdRequantizer, requant_style, threshold_count
 from qmac.sim import beats, golden
 from qmac.target import round_fraction
@@ -299,17 +302,40 @@ SEARCH_CONFIGS = [
 ]
 
 
+class SkidHarness(wiring.Component):
+    """A :class:`ThresholdRequantizer` with a registered enable behind a skid buffer, as the
+    layer engine builds it."""
+
+    def __init__(self, unit):
+        self.unit = unit
+        super().__init__({"i": In(stream.Signature(layouts.mac_output_layout(unit.cfg))),
+                          "o": Out(stream.Signature(layouts.requant_output_layout(unit.cfg)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = unit = self.unit
+        m.submodules.skid = skid = SkidBuffer(layouts.requant_output_layout(unit.cfg))
+        wiring.connect(m, wiring.flipped(self.i), unit.i)
+        wiring.connect(m, unit.o, skid.i)
+        wiring.connect(m, wiring.flipped(self.o), skid.o)
+        m.d.comb += unit.o_ready_next.eq(skid.ready_next)
+        return m
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["enable", "registered-enable"])
 @pytest.mark.parametrize("case", SEARCH_CONFIGS, ids=[c[1] for c in SEARCH_CONFIGS])
-def test_search_requantizer(case):
-    """Every output equals the golden threshold form, under random stalls on both streams."""
+def test_search_requantizer(case, registered):
+    """Every output equals the golden threshold form, under random stalls on both streams,
+    with the global enable as logic or as a flip-flop (behind a skid buffer)."""
     cfg, _ = case
     rng = random.Random(cfg.acc_bits + cfg.rows)
     T, D = search_table(cfg, rng)
     vectors = max(3, 48 // cfg.N)
     acc = search_accumulators(cfg, T, rng, vectors)
     flags = np.array([[rng.randint(0, 1) for _ in range(cfg.N)] for _ in range(vectors)])
-    dut = ThresholdRequantizer(cfg, T, D)
-    assert dut.lanes == -(-cfg.rows // cfg.beats) and dut.groups <= cfg.beats
+    unit = ThresholdRequantizer(cfg, T, D, registered_enable=registered)
+    assert unit.lanes == -(-cfg.rows // cfg.beats) and unit.groups <= cfg.beats
+    dut = SkidHarness(unit) if registered else unit
     got = stream_test(dut, search_beats(cfg, acc, flags), vectors * cfg.out_beats,
                       seed=cfg.acc_bits)
     y = golden.requantize_thresholds(acc, T, D, y_min=cfg.y_min, y_max=cfg.y_max)
