@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["global_enable", "stage", "register_side_band", "SkidBuffer"]
+__all__ = ["global_enable", "output_enable", "stage", "register_side_band", "SkidBuffer"]
 
 
 def global_enable(m, i, o):
@@ -18,6 +18,21 @@ def global_enable(m, i, o):
         i.ready.eq(en),
     ]
     return en
+
+
+def output_enable(m, o, *, ready_next=None):
+    """The global enable ``en = ~o.valid | o.ready`` of a pipeline whose output register is
+    ``o``, and ``out_valid``, a signal the caller drives with the next ``o.valid`` (what ``o.valid``
+    takes while ``en`` is high). With ``ready_next`` (``o.ready`` of the next cycle, e.g. a
+    :class:`SkidBuffer`'s ``ready_next``) ``en`` is a flip-flop that always equals that
+    expression, for its fan-out; else it is logic. Returns ``(en, out_valid)``."""
+    en = Signal(init=1, name="enable")
+    out_valid = Signal(name="out_valid")
+    if ready_next is not None:
+        m.d.sync += en.eq(~Mux(en, out_valid, o.valid) | ready_next)
+    else:
+        m.d.comb += en.eq(~o.valid | o.ready)
+    return en, out_valid
 
 
 def stage(m, en, prefix, *, reset_less=False, **values):

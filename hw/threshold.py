@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from . import layouts
 from .checks import RangeError
 from .config import signed_width
-from .pipeline import stage
+from .pipeline import output_enable, stage
 from .threshold_table import check_thresholds
 from .requant import mux_tree
 
@@ -178,13 +178,8 @@ class ThresholdRequantizer(wiring.Component):
         cfg = self.cfg
         lanes, groups = self.lanes, self.groups
         m = Module()
-        en = Signal(init=1, name="enable")
-        out_valid = Signal()                 # the next o.valid, while `en`
-        if self.registered_enable:
-            # `en` is a flip-flop that always equals `~o.valid | o.ready`.
-            m.d.sync += en.eq(~Mux(en, out_valid, self.o.valid) | self.o_ready_next)
-        else:
-            m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        en, out_valid = output_enable(
+            m, self.o, ready_next=self.o_ready_next if self.registered_enable else None)
 
         # -- sequencer: a buffered fold, issued one group per cycle ----------------------------
         busy = Signal()
