@@ -41,10 +41,12 @@ class MacArray(wiring.Component):
 
     Pipeline: registered products, then the adder tree with one register every
     ``levels_per_stage`` adder levels (``ceil(log2(cols))`` levels in all), then the
-    accumulator register, which is also the output register. When the plan packs products two
-    per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
-    products take two register stages (the block's input and product registers); the other
-    products of the array then register their operands first too, so that all stay aligned.
+    accumulator register, which is also the output register (or, with ``free_running``, feeds
+    the output buffer); with ``route_registers`` each stage's inputs are registered once more.
+    When the plan packs products two per iCE40 ``SB_MAC16`` (style ``"dsp2"``,
+    :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the products take two register stages (the
+    block's input and product registers); the other products of the array then register their
+    operands first too, so that all stay aligned.
     Likewise with ECP5 ``MULT18X18D`` products (style ``"dspreg"``,
     :class:`~qmac.hw.ecp5_mac.RegisteredProduct`): the products take the block's register
     stages (``mul_plan.product_stages``: 2, or 3 with input, pipeline and output registers).
@@ -67,6 +69,12 @@ class MacArray(wiring.Component):
     free_running : bool, optional
         A data path without enable and an output buffer with credits (see Timing); default:
         when the plan has ``"dspreg"`` products.
+    route_registers : bool, optional
+        A register on every adder input: before each tree stage (the products included) and
+        before the accumulators, so that the route between two adders (or from a DSP block,
+        which may sit far across the part) has a cycle of its own, apart from the carry
+        chain; ``ceil(ceil(log2(cols)) / levels_per_stage) + 1`` stages more. Default: with
+        ``free_running``.
 
     Members
     -------
@@ -77,8 +85,10 @@ class MacArray(wiring.Component):
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
-    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage) + free_running``,
-    with ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
+    ``latency = 1 + product_stages + tree_stages + route_stages + free_running``, with
+    ``tree_stages = ceil(ceil(log2(cols)) / levels_per_stage)``, ``route_stages`` that number
+    plus one with ``route_registers`` (else 0) and
+    ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
     2 or 3 (``mul_plan.dsp_registers``) with ``"dspreg"`` products, else 1. Throughput is one
     beat per cycle. ``o.valid`` is a register and never depends on ``o.ready``; nothing is lost,
     duplicated or reordered under any pattern of stalls.
