@@ -1,7 +1,8 @@
 """The MAC array: ``rows × cols`` multipliers, one exact adder tree per row, ``rows``
 accumulators with the overflow mode and sticky overflow flag of the arithmetic contract."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import C, Module, Mux, Signal, signed
+from amaranth.lib.memory import Memory
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,10 +41,12 @@ class MacArray(wiring.Component):
 
     Pipeline: registered products, then the adder tree with one register every
     ``levels_per_stage`` adder levels (``ceil(log2(cols))`` levels in all), then the
-    accumulator register, which is also the output register. When the plan packs products two
-    per iCE40 ``SB_MAC16`` (style ``"dsp2"``, :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the
-    products take two register stages (the block's input and product registers); the other
-    products of the array then register their operands first too, so that all stay aligned.
+    accumulator register, which is also the output register (or, with ``free_running``, feeds
+    the output buffer); with ``route_registers`` each stage's inputs are registered once more.
+    When the plan packs products two per iCE40 ``SB_MAC16`` (style ``"dsp2"``,
+    :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the products take two register stages (the
+    block's input and product registers); the other products of the array then register their
+    operands first too, so that all stay aligned.
     Likewise with ECP5 ``MULT18X18D`` products (style ``"dspreg"``,
     :class:`~qmac.hw.ecp5_mac.RegisteredProduct`): the products take the block's register
     stages (``mul_plan.product_stages``: 2, or 3 with input, pipeline and output registers).
@@ -63,9 +66,15 @@ class MacArray(wiring.Component):
         behavioural model; ``"dspreg"``: one registered ``MULT18X18D``, an instance when the
         plan's ``family`` is ``"ecp5"``, else its behavioural model); default :func:`~qmac.hw.multiply.plan_multipliers` of ``cfg`` with
         no target part.
-    skid : bool, optional
-        A skid buffer after the accumulators (see Timing); default: when the plan has
-        ``"dspreg"`` products.
+    free_running : bool, optional
+        A data path without enable and an output buffer with credits (see Timing); default:
+        when the plan has ``"dspreg"`` products.
+    route_registers : bool, optional
+        A register on every adder input: before each tree stage (the products included) and
+        before the accumulators, so that the route between two adders (or from a DSP block,
+        which may sit far across the part) has a cycle of its own, apart from the carry
+        chain; ``ceil(ceil(log2(cols)) / levels_per_stage) + 1`` stages more. Default: with
+        ``free_running``.
 
     Members
     -------
@@ -76,17 +85,27 @@ class MacArray(wiring.Component):
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
-    ``latency = 1 + product_stages + ceil(ceil(log2(cols)) / levels_per_stage) + skid``, with
+    ``latency = 1 + product_stages + tree_stages + route_stages + free_running``, with
+    ``tree_stages = ceil(ceil(log2(cols)) / levels_per_stage)``, ``route_stages`` that number
+    plus one with ``route_registers`` (else 0) and
     ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
-    2 or 3 (``mul_plan.dsp_registers``) with ``"dspreg"`` products, else 1. Throughput is one beat per
-    cycle. The pipeline has one global enable, ``en = ~o.valid | o.ready``, and ``i.ready = en``:
-    a stall on ``o`` freezes every stage, so nothing is lost, duplicated or reordered.
-    ``o.valid`` is a register and never depends on ``o.ready``.
+    2 or 3 (``mul_plan.dsp_registers``) with ``"dspreg"`` products, else 1. Throughput is one
+    beat per cycle. ``o.valid`` is a register and never depends on ``o.ready``; nothing is lost,
+    duplicated or reordered under any pattern of stalls.
 
-    With ``skid`` (default: when the plan has ``"dspreg"`` products, whose arrays are large and
-    fast enough for the enable's fan-out to set the clock), a skid buffer follows the
-    accumulators: ``en`` is then a register (room in the buffer), ``i.ready = en``, ``o.ready``
-    drives only the buffer, and the latency is one cycle more.
+    Without ``free_running`` the pipeline has one global enable, ``en = ~o.valid | o.ready``,
+    and ``i.ready = en``: a stall on ``o`` freezes every stage.
+
+    With ``free_running`` (default: when the plan has ``"dspreg"`` products, whose arrays are
+    large and fast enough for an enable's fan-out to set the clock) there is no enable: the
+    products (their DSP blocks' clock enables tied high), the adder tree and the side band move
+    on in every cycle, and the accumulators take only the beats marked valid. An output buffer
+    of :attr:`buffer_depth` results (the output register and a small first-in first-out
+    memory; ``1 + ceil(latency / cfg.beats)`` results, so that ``i`` never waits at full rate)
+    catches every result in flight. ``i.ready`` is a register: high inside a dot product, and
+    between dot products while the buffer has room for one more result beyond those reserved
+    (credits: the first beat of a dot product on ``i`` takes one, a beat on ``o`` gives one
+    back). ``o.ready`` drives only the buffer. The latency is one cycle more than without.
 
     Raises
     ------
@@ -94,7 +113,8 @@ class MacArray(wiring.Component):
         ``levels_per_stage`` is not a positive integer.
     """
 
-    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None, skid=None):
+    def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None, free_running=None,
+                route_registers=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         check_levels_per_stage(levels_per_stage)
@@ -102,7 +122,8 @@ class MacArray(wiring.Component):
             mul_plan.check(cfg)
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
-    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None, skid=None):
+    def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None, free_running=None,
+                route_registers=None):
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
@@ -112,10 +133,24 @@ class MacArray(wiring.Component):
         #: registers of the DSP block), those of the ``MULT18X18D`` with ``"dspreg"`` products,
         #: else 1.
         self.product_stages = self.mul_plan.product_stages
-        #: Whether a skid buffer sits behind the accumulators (so the enable is a register).
-        self.skid = self.mul_plan.registered if skid is None else bool(skid)
+        #: Whether the data path runs free (no enable; an output buffer with credits, see
+        #: Timing) rather than stalling as a whole under one global enable.
+        self.free_running = self.mul_plan.registered if free_running is None \
+            else bool(free_running)
+        #: Whether every adder input (each tree stage's operands and each accumulator's beat
+        #: sum) passes through a register of its own before the adder.
+        self.route_registers = self.free_running if route_registers is None \
+            else bool(route_registers)
+        #: Register stages of :attr:`route_registers`: one before each tree stage and one
+        #: before the accumulators (else 0).
+        self.route_stages = (self.tree_stages + 1) if self.route_registers else 0
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = 1 + self.product_stages + self.tree_stages + int(self.skid)
+        self.latency = 1 + self.product_stages + self.tree_stages + self.route_stages + \
+            int(self.free_running)
+        #: Results the output buffer holds (free-running data path only; else 0): enough that
+        #: ``i`` never waits at full rate with dot products of ``cfg.beats`` beats (a result's
+        #: place is reserved at the dot product's first beat, for ``beats + latency`` cycles).
+        self.buffer_depth = 1 + -(-self.latency // cfg.beats) if self.free_running else 0
         super().__init__({
             "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -125,28 +160,32 @@ class MacArray(wiring.Component):
         cfg = self.cfg
         m = Module()
 
-        if self.skid:
-            # The pipeline's enable is a register (room in the skid buffer), so ``o.ready``
-            # drives only the buffer, not the enable of every stage and DSP block.
-            en = Signal(init=1, name="en")
-            m.d.comb += self.i.ready.eq(en)
+        if self.free_running:
+            # No enable: every product, tree and side-band register takes its input in every
+            # cycle, and the accumulators take only the beats marked valid. ``i.ready`` comes
+            # from the output buffer's credits (_output_buffer), so nothing in flight is lost.
+            en = C(1, 1)
             done_valid = Signal(name="done_valid")
             done = Signal(layouts.mac_output_layout(cfg), name="done")
         else:
             en = global_enable(m, self.i, self.o)
             done_valid, done = self.o.valid, self.o.p
+        reset_less = self.free_running      # data registers of a free-running path: no reset
+        # A beat enters the pipeline when it is transferred (with a global enable, ``en`` is
+        # ``i.ready`` and holds the first stage).
+        in_valid = self.i.valid & self.i.ready
 
         # Registered products. ``x·w`` fits ``exact_product_bits`` signed for either signedness of
         # ``x``; the slice drops the extra bit of an unsigned-by-signed product.
         exact_product_bits = cfg.sum_bits(1)
         if self.mul_plan.packed:
             products = self._packed_products(m, en, exact_product_bits)
-            valid, first, last = stage(m, en, "operand", valid=self.i.valid,
+            valid, first, last = stage(m, en, "operand", valid=in_valid,
                                        first=self.i.p.first, last=self.i.p.last)
             valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
         elif self.mul_plan.registered:
             products = self._registered_products(m, en, exact_product_bits)
-            valid, first, last = self.i.valid, self.i.p.first, self.i.p.last
+            valid, first, last = in_valid, self.i.p.first, self.i.p.last
             for k in range(self.product_stages):
                 valid, first, last = stage(m, en, f"product{k}", valid=valid, first=first,
                                            last=last)
@@ -156,19 +195,24 @@ class MacArray(wiring.Component):
                 for c in range(cfg.cols):
                     if (r, c) in products:
                         continue
-                    product_reg = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
+                    product_reg = Signal(signed(exact_product_bits), name=f"product_{r}_{c}",
+                                         reset_less=self.free_running)
                     with m.If(en):
                         m.d.sync += product_reg.eq(
                             product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
                             [:exact_product_bits].as_signed())
                     products[r, c] = product_reg
-            valid, first, last = stage(m, en, "product", valid=self.i.valid,
+            valid, first, last = stage(m, en, "product", valid=in_valid,
                                        first=self.i.p.first, last=self.i.p.last)
         rows = [[(products[r, c], 1) for c in range(cfg.cols)] for r in range(cfg.rows)]
 
         # Adder tree: each node is (signal, number of products it sums), so that every node has
         # exactly the width its range needs. A register after every `levels_per_stage` levels.
         for level in range(self.tree_levels):
+            if self.route_registers and level % self.levels_per_stage == 0:
+                rows = self._route_register(m, en, rows, f"route_l{level + 1}", reset_less)
+                valid, first, last = stage(m, en, f"route_l{level + 1}", valid=valid,
+                                           first=first, last=last)
             registered = (level + 1) % self.levels_per_stage == 0 or \
                 level + 1 == self.tree_levels
             next_rows = []
@@ -178,7 +222,7 @@ class MacArray(wiring.Component):
                     pair = row[k:k + 2]
                     count = sum(n for _, n in pair)
                     node = Signal(signed(cfg.sum_bits(count)),
-                                  name=f"sum_l{level + 1}_{r}_{k // 2}", reset_less=self.skid)
+                                  name=f"sum_l{level + 1}_{r}_{k // 2}", reset_less=reset_less)
                     if len(pair) == 2:
                         (a, _), (b, _) = pair
                         value = (a + b)[:len(node)].as_signed()
@@ -196,6 +240,10 @@ class MacArray(wiring.Component):
                 valid, first, last = stage(m, en, f"sum_l{level + 1}", valid=valid,
                                            first=first, last=last)
 
+        if self.route_registers:
+            rows = self._route_register(m, en, rows, "route_acc", reset_less)
+            valid, first, last = stage(m, en, "route_acc", valid=valid, first=first, last=last)
+
         # Accumulators, which are also the output registers.
         acc_lo = -(1 << (cfg.acc_bits - 1))
         acc_hi = (1 << (cfg.acc_bits - 1)) - 1
@@ -204,11 +252,11 @@ class MacArray(wiring.Component):
         for r, row in enumerate(rows):
             (beat_sum, count), = row
             assert count == cfg.cols and len(beat_sum) == beat_sum_bits
-            # With the skid buffer (large, fast arrays) the data registers have no reset: the
+            # On a free-running path (large, fast arrays) the data registers have no reset: the
             # first beat of a dot product overwrites both, and the reset net's fan-out shrinks to
             # the valid flags.
-            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}", reset_less=self.skid)
-            flag = Signal(name=f"overflow_{r}", reset_less=self.skid)
+            acc = Signal(signed(cfg.acc_bits), name=f"acc_{r}", reset_less=reset_less)
+            flag = Signal(name=f"overflow_{r}", reset_less=reset_less)
             exact = Signal(signed(exact_bits), name=f"exact_{r}")
             acc_next = Signal(signed(cfg.acc_bits), name=f"acc_next_{r}")
             changed = Signal(name=f"changed_{r}")
@@ -234,9 +282,24 @@ class MacArray(wiring.Component):
         with m.If(en):
             m.d.sync += done_valid.eq(valid & last)
 
-        if self.skid:
-            self._skid_buffer(m, en, done_valid, done)
+        if self.free_running:
+            self._output_buffer(m, done_valid, done)
         return m
+
+    @staticmethod
+    def _route_register(m, en, rows, prefix, reset_less):
+        """``rows`` (of tree nodes ``(signal, count)``) through one register each, named
+        ``{prefix}_{row}_{k}``: a cycle for the route to the adder that takes them."""
+        registered_rows = []
+        for r, row in enumerate(rows):
+            registered_row = []
+            for k, (node, count) in enumerate(row):
+                register = Signal(node.shape(), name=f"{prefix}_{r}_{k}", reset_less=reset_less)
+                with m.If(en):
+                    m.d.sync += register.eq(node)
+                registered_row.append((register, count))
+            registered_rows.append(registered_row)
+        return registered_rows
 
     def _pack_products(self, m, en, exact_product_bits):
         """The ``"pack"`` products: each group of :meth:`MulPlan.pack_groups` (rows of one
@@ -258,20 +321,70 @@ class MacArray(wiring.Component):
                 products[r, c] = node
         return products
 
-    def _skid_buffer(self, m, en, done_valid, done):
-        """A two-entry output buffer: ``o`` (a register) and one skid register. While the skid
-        register is empty, ``en`` (a register, ``room``) is high and each finished result goes
-        to ``o`` when ``o`` is empty or being read, else to the skid register; while it is full,
-        ``en`` is low (the pipeline holds) until ``o`` is read and the skid entry moves to it."""
-        skid = Signal(layouts.mac_output_layout(self.cfg), name="skid", reset_less=True)
-        with m.If(en):
-            with m.If(self.o.valid & ~self.o.ready):
-                with m.If(done_valid):
-                    m.d.sync += [skid.eq(done), en.eq(0)]
+    def _output_buffer(self, m, done_valid, done):
+        """The output buffer of a free-running data path: the output register ``o`` and a
+        first-in first-out memory of ``buffer_depth - 1`` results (distributed RAM on an FPGA).
+
+        A finished result (``done``, while ``done_valid``) goes straight to ``o`` when ``o`` is
+        empty or being read and the memory is empty, else to the memory; ``o`` takes the oldest
+        stored result first. The buffer never overflows: ``credits`` counts the results it can
+        still take minus those reserved; the first beat of a dot product transferred on ``i``
+        (any beat while ``inside``, a dot product begun, is low) takes one, a beat transferred
+        on ``o`` gives one back. ``i.ready`` is a register: high inside a dot product (its
+        result has its place) and, between dot products, while a credit is left."""
+        cfg = self.cfg
+        layout = layouts.mac_output_layout(cfg)
+        depth = self.buffer_depth
+        # The counters are thermometer codes (bit k: the count exceeds k), so that "a credit
+        # left" and "a result stored" are flip-flops and each bit's next value is a small
+        # function of its neighbours: two logic levels however deep the buffer.
+        inside = Signal(name="inside")
+        inside_next = Signal(name="inside_next")
+        ready = Signal(init=1, name="ready")
+        take = Signal(name="take")
+        give = Signal(name="give")
+        m.d.comb += [
+            self.i.ready.eq(ready),
+            take.eq(self.i.valid & ready & ~inside),
+            give.eq(self.o.valid & self.o.ready),
+            inside_next.eq(Mux(self.i.valid & ready, ~self.i.p.last, inside)),
+        ]
+        credits = _thermometer(m, "credits", depth, init=depth, up=give, down=take)
+        m.d.sync += [inside.eq(inside_next),
+                     ready.eq(inside_next | _thermometer_next(credits, 0, up=give, down=take))]
+
+        out_free = Signal(name="out_free")
+        out = Signal(layout, name="out", reset_less=True)     # data: no reset
+        m.d.comb += [out_free.eq(~self.o.valid | self.o.ready), self.o.p.eq(out)]
+        store_depth = depth - 1                                 # at least 1
+        # A power-of-two memory (its pointers wrap by themselves); the credits never let more
+        # than `store_depth` results wait in it.
+        mem_depth = 1 << (store_depth - 1).bit_length()
+        m.submodules.results = results = Memory(shape=layout, depth=mem_depth, init=[])
+        write = results.write_port()
+        read = results.read_port(domain="comb")
+        produce = Signal(range(mem_depth), name="produce")
+        consume = Signal(range(mem_depth), name="consume")
+        pop = Signal(name="pop")
+        push = Signal(name="push")
+        stored = _thermometer(m, "stored", store_depth, init=0, up=push, down=pop)
+        m.d.comb += [
+            pop.eq(out_free & stored[0]),
+            push.eq(done_valid & ~(out_free & ~stored[0])),
+            read.addr.eq(consume),
+            write.addr.eq(produce),
+            write.data.eq(done),
+            write.en.eq(push),
+        ]
+        with m.If(out_free):
+            with m.If(stored[0]):
+                m.d.sync += [out.eq(read.data), self.o.valid.eq(1)]
             with m.Else():
-                m.d.sync += [self.o.p.eq(done), self.o.valid.eq(done_valid)]
-        with m.Elif(self.o.ready):
-            m.d.sync += [self.o.p.eq(skid), self.o.valid.eq(1), en.eq(1)]
+                m.d.sync += [out.eq(done), self.o.valid.eq(done_valid)]
+        with m.If(push):
+            m.d.sync += produce.eq(produce + 1)
+        with m.If(pop):
+            m.d.sync += consume.eq(consume + 1)
 
     def _packed_products(self, m, en, exact_product_bits):
         """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of
@@ -345,3 +458,19 @@ class MacArray(wiring.Component):
                     value = register
                 products[r, c] = value
         return products
+
+
+def _thermometer_next(bits, k, *, up, down):
+    """The next value of bit ``k`` of the thermometer counter ``bits``."""
+    below = bits[k - 1] if k else C(1, 1)
+    above = bits[k + 1] if k + 1 < len(bits) else C(0, 1)
+    return Mux(up & ~down, below, Mux(down & ~up, above, bits[k]))
+
+
+def _thermometer(m, name, size, *, init, up, down):
+    """A counter of ``0..size`` as ``size`` flip-flops, bit ``k`` high while the count exceeds
+    ``k``: it counts ``up`` and ``down`` (both: no change; the caller keeps it within range)."""
+    bits = [Signal(name=f"{name}_gt{k}", init=int(init > k)) for k in range(size)]
+    for k, bit in enumerate(bits):
+        m.d.sync += bit.eq(_thermometer_next(bits, k, up=up, down=down))
+    return bits

@@ -282,9 +282,9 @@ REG_CONFIGS = [
 ]
 
 
-def check_registered_mac(cfg, plan, seed=1, count=12):
+def check_registered_mac(cfg, plan, seed=1, count=12, free_running=None):
     dots = mac_stimulus(cfg, seed, count)
-    dut = MacArray(cfg, mul_plan=plan)
+    dut = MacArray(cfg, mul_plan=plan, free_running=free_running)
     got = stream_test(dut, dot_product_beats(cfg, dots), len(dots), seed=seed)
     for k, ((x, w), out) in enumerate(zip(dots, got)):
         acc, overflow = golden.mac(dot_config(cfg, x), x[None, :], w)
@@ -302,28 +302,18 @@ def test_registered_mac_array(cfg, registers):
     stages = len(REGISTER_MODES[registers])
     one = dot_product_beats(cfg, mac_stimulus(cfg, 7, 1)[:1])
     assert measure_latency(MacArray(cfg, mul_plan=plan), one) == dut.latency
-    # The DSP's register stages, plus one for the skid buffer (on by default with "dspreg").
-    assert dut.skid and dut.latency == 1 + stages + (cfg.cols - 1).bit_length() + 1
-    assert measure_latency(MacArray(cfg), one) == dut.latency - (stages - 1) - 1
-    plain = MacArray(cfg, mul_plan=plan, skid=False)
-    assert measure_latency(plain, one) == plain.latency == dut.latency - 1
+    # The DSP's register stages, plus one for the output buffer of the free-running data path
+    # and its route registers, one before each tree level and the accumulators (both on by
+    # default with "dspreg").
+    tree = (cfg.cols - 1).bit_length()
+    assert dut.free_running and dut.route_registers and dut.route_stages == tree + 1
+    assert dut.latency == 1 + stages + tree + 1 + (tree + 1)
+    assert measure_latency(MacArray(cfg), one) == dut.latency - (stages - 1) - 1 - (tree + 1)
+    plain = MacArray(cfg, mul_plan=plan, free_running=False)
+    assert not plain.free_running and not plain.route_registers and plain.buffer_depth == 0
+    assert measure_latency(plain, one) == plain.latency == dut.latency - 1 - (tree + 1)
     check_registered_mac(cfg, plan, seed=2, count=6)
-
-
-@pytest.mark.parametrize("cfg", REG_CONFIGS[:1], ids=cfg_id)
-def test_skid_buffer_without_dspreg(cfg):
-    """The skid buffer on an array of inferred products: exact under stalls, one cycle later."""
-    plan = plan_multipliers(cfg)
-    dots = mac_stimulus(cfg, 4, 10)
-    dut = MacArray(cfg, mul_plan=plan, skid=True)
-    got = stream_test(dut, dot_product_beats(cfg, dots), len(dots), seed=4)
-    for k, ((x, w), out) in enumerate(zip(dots, got)):
-        acc, overflow = golden.mac(dot_config(cfg, x), x[None, :], w)
-        assert list(out.acc) == [int(v) for v in acc[0]], f"dot product {k}"
-        assert list(out.overflow) == [int(v) for v in overflow[0]], f"dot product {k}"
-    one = dot_product_beats(cfg, mac_stimulus(cfg, 7, 1)[:1])
-    assert measure_latency(MacArray(cfg, mul_plan=plan, skid=True), one) == dut.latency == \
-        MacArray(cfg).latency + 1
+    check_registered_mac(cfg, plan, seed=3, count=6, free_running=False)
 
 
 def test_registered_mac_array_mixed_styles():
@@ -408,7 +398,7 @@ def test_gate_level_mac_array(registers, tmp_path):
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
                      stall=(0.3, 0.3), seed=5, in_width=width, label="stalls")
     assert run.passed and run.outputs == expected and not run.extra
-    # Long output stalls: the skid buffer fills and the enable (the DSPs' CE0) goes low.
+    # Long output stalls: the output buffer fills and `i.ready` (the credits) goes low.
     run = run_stream(built, inputs, n_outputs=len(expected), expected=expected,
                      stall=(0.1, 0.8), seed=7, in_width=width, label="long stalls")
     assert run.passed and run.outputs == expected and not run.extra
@@ -424,17 +414,19 @@ def test_gate_level_mac_array(registers, tmp_path):
 
 
 def test_gate_level_catches_a_wrong_model(tmp_path):
-    """The gate-level check can fail: with a MULT18X18D model whose registers ignore their clock
-    enable, the netlist's outputs under long output stalls (the stimulus the real model passes in
-    :func:`test_gate_level_mac_array`) differ from the golden model.
+    """The gate-level check can fail: with a MULT18X18D model whose register stages pass their
+    input straight through (the products two cycles early), the netlist's outputs under long
+    output stalls (the stimulus the real model passes in :func:`test_gate_level_mac_array`)
+    differ from the golden model. (The array's data path runs free, with every ``CE0`` tied
+    high, so a model that ignored its clock enable would not be seen.)
 
     (A wrong sign control cannot be seen here: the instance sign-extends both operands to 18 bits
     and the array keeps only the low ``a_bits + w_bits`` bits of ``P``, which are the same for
     either reading of ``SIGNEDA``/``SIGNEDB``. The model test above catches that error.)"""
     cfg = GATE_CONFIG
     text = model_path().read_text()
-    wrong = text.replace("else if (e) value <= d;", "else value <= d;")
-    assert wrong.count("else value <= d;") == 2
+    wrong = text.replace("assign q = value;", "assign q = d;")
+    assert wrong.count("assign q = d;") == 2
     model = tmp_path / "wrong_mult18x18d.v"
     model.write_text(wrong)
     dut = MacArray(cfg, mul_plan=ecp5_plan(cfg))
