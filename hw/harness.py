@@ -25,7 +25,8 @@ class FairTimingHarness(wiring.Component):
     The reset pin is registered once before it resets ``dut`` (which runs in a domain ``core``
     with the harness's clock and that registered reset), and the harness's own data registers
     have no reset, so that no path starts at the reset pin: a reset pin wired to every
-    flip-flop would make its input buffer and fan-out the critical path of a large core.
+    flip-flop would make its input buffer and fan-out the critical path of a large core (the
+    LFSR starts from its power-up value).
 
     Parameters
     ----------
@@ -70,7 +71,7 @@ class FairTimingHarness(wiring.Component):
                      ResetSignal("core").eq(core_reset)]
         m.submodules.dut = DomainRenamer("core")(self.dut)
 
-        lfsr = Signal(31, init=1)
+        lfsr = Signal(31, init=1, reset_less=True)      # its power-up value is enough
         m.d.sync += lfsr.eq(Cat(lfsr[30] ^ lfsr[27], lfsr[:30]))
 
         shift = Signal(max(1, self.input_bits), name="input_shift", reset_less=True)
