@@ -503,6 +503,12 @@ def _implemented(stat, yosys_seconds, rtlil_text, target, workdir, *, seed, freq
     types = _netlist_types(workdir / "netlist.json")
     paths = [p for p in report.get("critical_paths", [])
              if "$PACKER_GND" not in p.get("from", "") + p.get("to", "")]
+    # The main clock's own register-to-register path sets its Fmax; a path from or to a pin
+    # (nextpnr's "<async>") does not, though it may be longer.
+    own = [p for p in paths
+           if clock is not None and all(p.get(side, "").split()[-1:] == [clock]
+                                        for side in ("from", "to"))]
+    paths = own or paths
     if paths:
         worst = max(paths, key=lambda p: sum(e["delay"] for e in p["path"]))
         result["critical_path"] = classify_path(worst, types, soft_blocks=soft_blocks)
