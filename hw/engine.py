@@ -11,6 +11,7 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .pipeline import SkidBuffer
+from .ecp5_rom import MAX_DEPTH as ROM_MAX_DEPTH, RegisteredRom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
@@ -112,7 +113,8 @@ class LayerEngine(wiring.Component):
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
-                                            mul_plan=mul_plan, registered_enable=True)
+                                            mul_plan=mul_plan, registered_enable=True,
+                                            registered_params=True)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 3 + self._mac.latency + self._requant.latency
@@ -168,16 +170,24 @@ class LayerEngine(wiring.Component):
 
         m.submodules.buffer = buffer = Memory(shape=x_layout, depth=2 * beats, init=[])
         # Depths and counters are at least 2 (never a zero-width address or counter).
-        m.submodules.weights = weights = Memory(shape=w_layout, depth=max(2, folds * beats),
-                                                init=self._weight_tiles())
+        # The weight tiles leave the block RAM's output register (a DP16KD with REGMODE OUTREG
+        # on ECP5, else a memory and a register): no block-RAM output drives a path.
+        depth = max(2, folds * beats)
+        m.submodules.weights = weights = RegisteredRom(
+            shape=w_layout, depth=depth, init=self._weight_tiles(),
+            primitive=self._mac.mul_plan.family == "ecp5" and depth <= ROM_MAX_DEPTH)
         if self.requant_style == "threshold":
             m.submodules.params = params = Memory(
                 shape=threshold.threshold_param_layout(cfg, requant.t_bits),
                 depth=max(2, folds), init=self._threshold_param_words())
         else:
-            m.submodules.params = params = Memory(
+            # Read by the requantizer through the memory's output register (a DP16KD with
+            # REGMODE OUTREG on ECP5), which is its operand register for these fields.
+            m.submodules.params = params = RegisteredRom(
                 shape=requant.param_layout, depth=requant.depth,
-                init=requant.param_words(self.M, self.B, self.S))
+                init=requant.param_words(self.M, self.B, self.S),
+                primitive=self._mac.mul_plan.family == "ecp5" and
+                requant.depth <= ROM_MAX_DEPTH)
 
         # -- writer: input beats into the buffer bank of the vector being loaded --------------
         # `pending` counts vectors between the writer and the reader: 0 when both work on the
@@ -214,7 +224,6 @@ class LayerEngine(wiring.Component):
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
         buf_r = buffer.read_port()
-        weight_r = weights.read_port()
         advance = Signal()
         available = Signal()
         lead = Signal(name="write_lead")
@@ -230,15 +239,15 @@ class LayerEngine(wiring.Component):
             finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
             buf_r.en.eq(advance),
-            weight_r.addr.eq(w_addr),
-            weight_r.en.eq(advance),
+            weights.addr.eq(w_addr),
+            weights.en.eq(advance),
+            weights.oce.eq(advance),
         ]
         read_valid = Signal(name="read_valid")
         read_first = Signal(name="read_first")
         read_last = Signal(name="read_last")
         x_reg = Signal(x_layout, name="x_reg", reset_less=True)
-        w_reg = Signal(w_layout, name="w_reg", reset_less=True)
-        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(w_reg)]
+        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(weights.data)]
         with m.If(advance):
             m.d.sync += [
                 read_valid.eq(available),
@@ -248,7 +257,6 @@ class LayerEngine(wiring.Component):
                 mac.i.p.first.eq(read_first),
                 mac.i.p.last.eq(read_last),
                 x_reg.eq(buf_r.data),
-                w_reg.eq(weight_r.data),
             ]
         with m.If(issue):
             # `r_beat_last` and `r_fold_last` are registers (the comparisons off the enable
@@ -287,7 +295,9 @@ class LayerEngine(wiring.Component):
         else:
             # The multiply requantizer reads its parameters step by step itself.
             wiring.connect(m, mac.o, requant.i)
-            wiring.connect(m, requant.params, params.read_port())
+            m.d.comb += [params.addr.eq(requant.params.addr), params.en.eq(requant.params.en),
+                         params.oce.eq(requant.params_oce),
+                         requant.params.data.eq(params.data)]
 
         return m
 

@@ -250,6 +250,9 @@ class FoldRequantizer(wiring.Component):
         Make the global enable a flip-flop (for its fan-out): the consumer of ``o`` must then
         tell, on ``o_ready_next``, the value ``o.ready`` will have in the next cycle (a
         :class:`~qmac.hw.pipeline.SkidBuffer`'s ``ready_next``).
+    registered_params : bool
+        The parameter memory has an output register (``params_oce``), so that no memory output
+        drives logic; same latency.
 
     Members
     -------
@@ -263,6 +266,11 @@ class FoldRequantizer(wiring.Component):
         ``addr`` one cycle ahead of the step that uses the word.
     o_ready_next : In(1)
         With ``registered_enable`` only: ``o.ready`` of the next cycle.
+    params_oce : Out(1)
+        With ``registered_params`` only: the enable of the parameter memory's output register
+        (:class:`~qmac.hw.ecp5_rom.RegisteredRom`'s ``oce``), which then stands in for the
+        operand register of the parameter fields: ``params.data`` must be the word read in the
+        last cycle with ``params_oce`` high (the unit's enable).
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
     latency`` with ``latency = groups·digits + 5 + tree_levels`` when ``o`` does not stall (its
@@ -278,7 +286,7 @@ class FoldRequantizer(wiring.Component):
     """
 
     def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None,
-                registered_enable=False):
+                registered_enable=False, registered_params=False):
         cls._check_shifts(cfg, shifts)
         if shift_style not in SHIFT_STYLES:
             raise ValueError(f"shift_style must be one of "
@@ -298,7 +306,7 @@ class FoldRequantizer(wiring.Component):
         return shifts
 
     def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None,
-                 registered_enable=False):
+                 registered_enable=False, registered_params=False):
         self.cfg = cfg
         #: The shifts the parameters use.
         self.used_shifts = self._check_shifts(cfg, shifts)
@@ -371,6 +379,7 @@ class FoldRequantizer(wiring.Component):
         self.latency = self.groups * self.digits + 4 + self.term_stages + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         self.registered_enable = bool(registered_enable)
+        self.registered_params = bool(registered_params)
         members = {
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
@@ -379,6 +388,8 @@ class FoldRequantizer(wiring.Component):
         }
         if self.registered_enable:
             members["o_ready_next"] = In(1)
+        if self.registered_params:
+            members["params_oce"] = Out(1)
         super().__init__(members)
 
     @property
@@ -583,13 +594,20 @@ class FoldRequantizer(wiring.Component):
         s0 = stage(m, en, "operand", valid=issue, first=cur_digit == 0, final=digit_last,
                    group=cur_group, last=group_last & (fold == cfg.out_beats - 1))
         operands = []
+        if self.registered_params:
+            # The memory's own output register, enabled by `en`, is this stage for the
+            # parameter fields.
+            m.d.comb += self.params_oce.eq(en)
         for lane in range(lanes):
             values = {"acc": channel_of(buffer_acc, lane), "digit": params.m[lane],
                       "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
             if len(self.shifts) > 1:
                 values["select"] = params.sel[lane]
-            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", reset_less=True,
-                                                         **values))))
+            fields = ("digit", "b", "select") if self.registered_params else ()
+            registered = dict(zip([k for k in values if k not in fields],
+                                  stage(m, en, f"operand_{lane}", reset_less=True,
+                                        **{k: v for k, v in values.items() if k not in fields})))
+            operands.append({k: registered.get(k, v) for k, v in values.items()})
 
         # -- stage 1 (``term_stages`` register stages): the addends of the digit product
         # acc·M_j + B_j: its partial products ("dsp", each within one DSP block) or its radix-4
