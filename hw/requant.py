@@ -356,9 +356,12 @@ class FoldRequantizer(wiring.Component):
         #: :class:`~qmac.hw.ecp5_mac.RegisteredProduct` blocks (the plan's MAC products are
         #: registered ``MULT18X18D``: ``mul_plan.registered``), else a registered ``*`` each.
         self.registered_products = self.mul_plan.registered and "dsp" in styles
-        dsp_stages = self.mul_plan.product_stages if self.mul_plan.registered else 1
-        #: Register stages of the addends of a digit product (the product blocks' stages; the
-        #: Booth terms, ``B_j`` and the other lanes' addends are delayed to match).
+        # A RegisteredProduct's stages, then one fabric register: the routing from the DSP
+        # column and the first adder of the tree are not in one cycle.
+        dsp_stages = self.mul_plan.product_stages + 1 if self.registered_products else 1
+        #: Register stages of the addends of a digit product (the product blocks' stages and a
+        #: fabric register after them; the Booth terms, ``B_j`` and the other lanes' addends
+        #: are delayed to match).
         self.term_stages = max(dsp_stages if style == "dsp" else 1 for style in styles)
         #: Addends of each lane's digit product ``acc·M_j + B_j``: its Booth terms (``"lut"``)
         #: or its partial products (``"dsp"``), and ``B_j``.

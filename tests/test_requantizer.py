@@ -412,7 +412,8 @@ def test_fold_requantizer_split_product(cfg, pieces, registers):
     partials = len(rq.acc_pieces) * len(rq.digit_pieces)
     assert rq.tree_levels == partials.bit_length()           # the partials and B
     assert rq.registered_products == bool(registers)
-    assert rq.term_stages == {None: 1, "output": 2, "all": 3}[registers]
+    # The block's own stages, then a fabric register after its P output.
+    assert rq.term_stages == {None: 1, "output": 3, "all": 4}[registers]
     assert rq.latency == rq.groups * rq.digits + 4 + rq.term_stages + rq.tree_levels
     # Measured: one fold in, its beat out `latency` cycles later.
     cfg, acc, M, B, S, flags = fold_problem(cfg, 3, 2, vectors=1)
