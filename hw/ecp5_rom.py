@@ -4,10 +4,10 @@ registers on (``REGMODE = "OUTREG"``).
 Yosys maps a memory to ``DP16KD`` only without its output register (``REGMODE = "NOREG"``), so
 the block's clock-to-output (5.8 ns in nextpnr's timing for speed grade 6) and the routing from
 the RAM column both fall into the cycle of whatever reads the data. With the output register
-used, the read data leaves a register inside the block. The same component has a behavioural
-body (a memory read port and a fabric register, the same two stages with the same enables),
-which the Amaranth simulator and the RTL tests run; ``tests/test_ecp5_rom.py`` checks the
-instance's ``INITVAL`` packing against the one Yosys makes for the same contents.
+used, the read data leaves a register inside the block. Elsewhere (and in simulation) the layer
+engine builds the same two stages with the same enables as a memory read port and a fabric
+register (:func:`registered_rom`); ``tests/test_ecp5_rom.py`` checks the instance's
+``INITVAL`` packing against the one Yosys makes for the same contents.
 
 Each ``DP16KD`` serves 36 bits of the word: its two ports read in 1024×18 mode, port A the low
 18 bits from words ``0..511`` of the block, port B the high 18 bits from words ``512..1023``
@@ -21,7 +21,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["RegisteredRom", "MAX_DEPTH", "PORT_BITS", "initval", "block_words"]
+__all__ = ["RegisteredRom", "registered_rom", "MAX_DEPTH", "PORT_BITS", "initval",
+           "block_words"]
 
 
 #: Words of one ROM (each port of a block reads one half of its 1024 18-bit words).
@@ -53,21 +54,19 @@ def initval(contents, index):
 
 
 class RegisteredRom(wiring.Component):
-    """A ROM whose read data leaves a register: ``data`` is the word at the ``addr`` of two
-    enabled cycles before.
+    """A ROM in ``DP16KD`` blocks whose read data leaves the blocks' output registers: ``data``
+    is the word at ``addr`` of the last cycle with ``en`` high, taken in the last cycle with
+    ``oce`` high after it. For synthesis on ECP5 (the Amaranth simulator cannot run it; see
+    :func:`registered_rom`).
 
     Parameters
     ----------
     shape : shape-castable
         The word's shape.
     depth : int
-        Words, 1 to :data:`MAX_DEPTH` when ``primitive``.
+        Words, 1 to :data:`MAX_DEPTH`.
     init : sequence
         The words (as :class:`~amaranth.lib.memory.Memory` takes them); the rest are zero.
-    primitive : bool
-        ``True``: ``DP16KD`` instances with their output registers (for synthesis on ECP5; the
-        Amaranth simulator cannot run them). ``False``: the behavioural model, a memory read
-        port and a register.
 
     Members
     -------
@@ -86,17 +85,19 @@ class RegisteredRom(wiring.Component):
     Raises
     ------
     ValueError
-        ``depth`` is past :data:`MAX_DEPTH` with ``primitive``.
+        ``depth`` is not 1 to :data:`MAX_DEPTH`.
     """
 
-    def __init__(self, *, shape, depth, init, primitive=False):
-        if primitive and not 1 <= depth <= MAX_DEPTH:
+    def __new__(cls, *, shape, depth, init):
+        # Refuse a bad depth before the component exists (no UnusedElaboratable warning).
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
             raise ValueError(f"depth of a DP16KD ROM must be 1 to {MAX_DEPTH}, not {depth!r}")
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, *, shape, depth, init):
         self.shape = shape
         self.depth = depth
-        self.primitive = bool(primitive)
         self._init = list(init)
-        self._memory = None if primitive else Memory(shape=shape, depth=depth, init=self._init)
         self.width = Value.cast(Signal(shape)).shape().width
         #: ``DP16KD`` blocks of the instance (36 bits each).
         self.blocks = -(-self.width // (2 * PORT_BITS))
@@ -117,19 +118,6 @@ class RegisteredRom(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.primitive:
-            self._instances(m)
-        else:
-            m.submodules.memory = memory = self._memory
-            read = memory.read_port()
-            m.d.comb += [read.addr.eq(self.addr), read.en.eq(self.en)]
-            data = Signal(self.shape, name="data_reg", reset_less=True)
-            with m.If(self.oce):
-                m.d.sync += data.eq(read.data)
-            m.d.comb += self.data.eq(data)
-        return m
-
-    def _instances(self, m):
         words = self.words()
         data = Signal(2 * PORT_BITS * self.blocks, name="rom_data")
         addr = Signal(9, name="rom_addr")
@@ -163,3 +151,20 @@ class RegisteredRom(wiring.Component):
             })
             m.submodules[f"dp16kd_{block}"] = Instance("DP16KD", **params, **ports)
         m.d.comb += self.data.eq(data[:self.width])
+        return m
+
+
+def registered_rom(m, name, *, shape, depth, init, primitive):
+    """A ROM with its read data in a register, added to ``m`` as submodule ``name``: a
+    :class:`RegisteredRom` (``primitive``, for ECP5), else a memory read port (``en``) and a
+    register (``oce``) in ``m``, the same two stages. Returns its ``(addr, en, oce, data)``."""
+    if primitive:
+        m.submodules[name] = rom = RegisteredRom(shape=shape, depth=depth, init=init)
+        return rom.addr, rom.en, rom.oce, rom.data
+    m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=init)
+    read = memory.read_port()
+    oce = Signal(name=f"{name}_oce")
+    data = Signal(shape, name=f"{name}_data", reset_less=True)     # data: no reset
+    with m.If(oce):
+        m.d.sync += data.eq(read.data)
+    return read.addr, read.en, oce, data

@@ -11,7 +11,7 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .pipeline import SkidBuffer
-from .ecp5_rom import MAX_DEPTH as ROM_MAX_DEPTH, RegisteredRom
+from .ecp5_rom import MAX_DEPTH as ROM_MAX_DEPTH, registered_rom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
@@ -173,8 +173,8 @@ class LayerEngine(wiring.Component):
         # The weight tiles leave the block RAM's output register (a DP16KD with REGMODE OUTREG
         # on ECP5, else a memory and a register): no block-RAM output drives a path.
         depth = max(2, folds * beats)
-        m.submodules.weights = weights = RegisteredRom(
-            shape=w_layout, depth=depth, init=self._weight_tiles(),
+        weight_addr, weight_en, weight_oce, weight_data = registered_rom(
+            m, "weights", shape=w_layout, depth=depth, init=self._weight_tiles(),
             primitive=self._mac.mul_plan.family == "ecp5" and depth <= ROM_MAX_DEPTH)
         if self.requant_style == "threshold":
             m.submodules.params = params = Memory(
@@ -183,8 +183,8 @@ class LayerEngine(wiring.Component):
         else:
             # Read by the requantizer through the memory's output register (a DP16KD with
             # REGMODE OUTREG on ECP5), which is its operand register for these fields.
-            m.submodules.params = params = RegisteredRom(
-                shape=requant.param_layout, depth=requant.depth,
+            params = registered_rom(
+                m, "params", shape=requant.param_layout, depth=requant.depth,
                 init=requant.param_words(self.M, self.B, self.S),
                 primitive=self._mac.mul_plan.family == "ecp5" and
                 requant.depth <= ROM_MAX_DEPTH)
@@ -239,15 +239,15 @@ class LayerEngine(wiring.Component):
             finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
             buf_r.en.eq(advance),
-            weights.addr.eq(w_addr),
-            weights.en.eq(advance),
-            weights.oce.eq(advance),
+            weight_addr.eq(w_addr),
+            weight_en.eq(advance),
+            weight_oce.eq(advance),
         ]
         read_valid = Signal(name="read_valid")
         read_first = Signal(name="read_first")
         read_last = Signal(name="read_last")
         x_reg = Signal(x_layout, name="x_reg", reset_less=True)
-        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(weights.data)]
+        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(weight_data)]
         with m.If(advance):
             m.d.sync += [
                 read_valid.eq(available),
@@ -295,9 +295,9 @@ class LayerEngine(wiring.Component):
         else:
             # The multiply requantizer reads its parameters step by step itself.
             wiring.connect(m, mac.o, requant.i)
-            m.d.comb += [params.addr.eq(requant.params.addr), params.en.eq(requant.params.en),
-                         params.oce.eq(requant.params_oce),
-                         requant.params.data.eq(params.data)]
+            addr, en, oce, data = params
+            m.d.comb += [addr.eq(requant.params.addr), en.eq(requant.params.en),
+                         oce.eq(requant.params_oce), requant.params.data.eq(data)]
 
         return m
 
