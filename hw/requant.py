@@ -216,8 +216,15 @@ class FoldRequantizer(wiring.Component):
     last fits ``acc_bits + d`` signed bits (its digits of ``M`` and ``B`` are unsigned), so the
     running sum is ``loop_bits`` wide, not the full sum's width; the adder of that loop has
     registers on both inputs (``floor(T / 2^d)`` is registered already zeroed before a first
-    digit). The digit product ``acc·M_j + B_j`` is pipelined: in a ``"dsp"`` lane a registered
-    ``*`` and ``B_j``, in a ``"lut"`` lane its ``ceil((d + 1) / 2)`` radix-4 Booth terms (each
+    digit). The digit product ``acc·M_j + B_j`` is pipelined: in a ``"dsp"`` lane its partial
+    products and ``B_j``: ``acc`` and the digit are cut into pieces of at most one DSP block
+    (:func:`operand_pieces`: unsigned pieces of ``piece_bits`` bits, 17 on ECP5, and a signed
+    top piece; a 20-bit ``acc`` times a 26-bit digit field is 2×2 pieces), every pair of pieces
+    one partial product shifted by the sum of the pieces' offsets, so that no multiply wider
+    than one block stands in one stage: a :class:`~qmac.hw.ecp5_mac.RegisteredProduct`
+    (its input and output registers, then a fabric register; ``term_stages`` = its latency
+    + 1) when the plan registers its DSPs (``mul_plan.registered``), else a registered ``*``
+    (``term_stages = 1``). In a ``"lut"`` lane its ``ceil((d + 1) / 2)`` radix-4 Booth terms (each
     ``0``, ``±acc`` or ``±2·acc``, a negative one formed as ``~(|q|·acc) = q·acc - 1``; those ones
     are added to ``B_j`` in the parameter memory, :meth:`booth_correction`) and ``B_j``, summed by
     an adder tree with a register after every level (``tree_levels``). The right
@@ -273,9 +280,10 @@ class FoldRequantizer(wiring.Component):
         last cycle with ``params_oce`` high (the unit's enable).
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 5 + tree_levels`` when ``o`` does not stall (its
-    steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand
-    and term registers, the adder tree, the sum, the stage that resolves the loop adder's
+    latency`` with ``latency = groups·digits + 4 + term_stages + tree_levels`` when ``o`` does
+    not stall (its steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then
+    pass the operand register, the ``term_stages`` term registers (the DSP blocks' own among
+    them), the adder tree, the sum, the stage that resolves the loop adder's
     deferred carry and the output register; lanes with a shallower
     tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
