@@ -639,7 +639,7 @@ class FoldRequantizer(wiring.Component):
             else:
                 addends = self._dsp_partials(m, en, lane, operand)
             b = self._delay(m, en, f"term_{lane}_b", operand["b"], self.term_stages)
-            trees.append([(b, 0)] + addends)
+            trees.append(addends + [(b, 0)])
             values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
                 values["select"] = operand["select"]
