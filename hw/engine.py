@@ -70,7 +70,12 @@ class LayerEngine(wiring.Component):
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
     (The 3 are the write of the last beat into the buffer, its read, and the register of the
-    read data, so that no block-RAM output drives logic.) Backpressure on ``o`` stalls the whole
+    read data, so that no block-RAM output drives logic.) The weight tiles and the
+    requantizer's parameters leave a register after their memory too: with a plan for ECP5
+    (``mul_plan.family == "ecp5"``) the ``DP16KD`` blocks' own output registers
+    (:class:`~qmac.hw.ecp5_rom.RegisteredRom`, ``REGMODE = "OUTREG"``; Yosys maps memories only
+    without them, and the block's clock-to-output then sets the clock), elsewhere a fabric
+    register after the memory's read port. Backpressure on ``o`` stalls the whole
     pipeline (global enables) one cycle late: ``o`` leaves a
     :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
     lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
