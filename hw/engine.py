@@ -11,6 +11,7 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .pipeline import SkidBuffer
+from .ecp5_rom import MAX_DEPTH as ROM_MAX_DEPTH, registered_rom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
@@ -69,7 +70,12 @@ class LayerEngine(wiring.Component):
     output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
     (The 3 are the write of the last beat into the buffer, its read, and the register of the
-    read data, so that no block-RAM output drives logic.) Backpressure on ``o`` stalls the whole
+    read data, so that no block-RAM output drives logic.) The weight tiles and the
+    requantizer's parameters leave a register after their memory too: with a plan for ECP5
+    (``mul_plan.family == "ecp5"``) the ``DP16KD`` blocks' own output registers
+    (:class:`~qmac.hw.ecp5_rom.RegisteredRom`, ``REGMODE = "OUTREG"``; Yosys maps memories only
+    without them, and the block's clock-to-output then sets the clock), elsewhere a fabric
+    register after the memory's read port. Backpressure on ``o`` stalls the whole
     pipeline (global enables) one cycle late: ``o`` leaves a
     :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
     lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
@@ -112,7 +118,8 @@ class LayerEngine(wiring.Component):
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
-                                            mul_plan=mul_plan, registered_enable=True)
+                                            mul_plan=mul_plan, registered_enable=True,
+                                            registered_params=True)
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 3 + self._mac.latency + self._requant.latency
@@ -163,12 +170,20 @@ class LayerEngine(wiring.Component):
 
         m.submodules.buffer = buffer = Memory(shape=x_layout, depth=2 * beats, init=[])
         # Depths and counters are at least 2 (never a zero-width address or counter).
-        m.submodules.weights = weights = Memory(shape=w_layout, depth=max(2, folds * beats),
-                                                init=self._weight_tiles())
+        # The weight tiles leave the block RAM's output register (a DP16KD with REGMODE OUTREG
+        # on ECP5, else a memory and a register): no block-RAM output drives a path.
+        depth = max(2, folds * beats)
+        weight_addr, weight_en, weight_oce, weight_data = registered_rom(
+            m, "weights", shape=w_layout, depth=depth, init=self._weight_tiles(),
+            primitive=self._mac.mul_plan.family == "ecp5" and depth <= ROM_MAX_DEPTH)
         if self.requant_style != "threshold":      # the threshold unit holds its own tables
-            m.submodules.params = params = Memory(
-                shape=requant.param_layout, depth=requant.depth,
-                init=requant.param_words(self.M, self.B, self.S))
+            # Read by the requantizer through the memory's output register (a DP16KD with
+            # REGMODE OUTREG on ECP5), which is its operand register for these fields.
+            params = registered_rom(
+                m, "params", shape=requant.param_layout, depth=requant.depth,
+                init=requant.param_words(self.M, self.B, self.S),
+                primitive=self._mac.mul_plan.family == "ecp5" and
+                requant.depth <= ROM_MAX_DEPTH)
 
         # -- writer: input beats into the buffer bank of the vector being loaded --------------
         # `pending` counts vectors between the writer and the reader: 0 when both work on the
@@ -205,7 +220,6 @@ class LayerEngine(wiring.Component):
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
         buf_r = buffer.read_port()
-        weight_r = weights.read_port()
         advance = Signal()
         available = Signal()
         lead = Signal(name="write_lead")
@@ -221,15 +235,15 @@ class LayerEngine(wiring.Component):
             finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
             buf_r.en.eq(advance),
-            weight_r.addr.eq(w_addr),
-            weight_r.en.eq(advance),
+            weight_addr.eq(w_addr),
+            weight_en.eq(advance),
+            weight_oce.eq(advance),
         ]
         read_valid = Signal(name="read_valid")
         read_first = Signal(name="read_first")
         read_last = Signal(name="read_last")
         x_reg = Signal(x_layout, name="x_reg", reset_less=True)
-        w_reg = Signal(w_layout, name="w_reg", reset_less=True)
-        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(w_reg)]
+        m.d.comb += [mac.i.p.x.eq(x_reg), mac.i.p.w.eq(weight_data)]
         with m.If(advance):
             m.d.sync += [
                 read_valid.eq(available),
@@ -239,7 +253,6 @@ class LayerEngine(wiring.Component):
                 mac.i.p.first.eq(read_first),
                 mac.i.p.last.eq(read_last),
                 x_reg.eq(buf_r.data),
-                w_reg.eq(weight_r.data),
             ]
         with m.If(issue):
             # `r_beat_last` and `r_fold_last` are registers (the comparisons off the enable
@@ -276,6 +289,8 @@ class LayerEngine(wiring.Component):
         wiring.connect(m, mac.o, requant.i)
         if self.requant_style != "threshold":
             # The multiply requantizer reads its parameters step by step itself.
-            wiring.connect(m, requant.params, params.read_port())
+            addr, en, oce, data = params
+            m.d.comb += [addr.eq(requant.params.addr), en.eq(requant.params.en),
+                         oce.eq(requant.params_oce), requant.params.data.eq(data)]
 
         return m

