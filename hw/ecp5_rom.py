@@ -156,9 +156,10 @@ class RegisteredRom(wiring.Component):
 
 def registered_rom(m, name, *, shape, depth, init, primitive):
     """A ROM with its read data in a register, added to ``m`` as submodule ``name``: a
-    :class:`RegisteredRom` (``primitive``, for ECP5), else a memory read port (``en``) and a
-    register (``oce``) in ``m``, the same two stages. Returns its ``(addr, en, oce, data)``."""
-    if primitive:
+    :class:`RegisteredRom` (``primitive``, for ECP5, when ``depth`` is at most
+    :data:`MAX_DEPTH`), else a memory read port (``en``) and a register (``oce``) in ``m``, the
+    same two stages. Returns its ``(addr, en, oce, data)``."""
+    if primitive and depth <= MAX_DEPTH:
         m.submodules[name] = rom = RegisteredRom(shape=shape, depth=depth, init=init)
         return rom.addr, rom.en, rom.oce, rom.data
     m.submodules[name] = memory = Memory(shape=shape, depth=depth, init=init)

@@ -11,7 +11,7 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .pipeline import SkidBuffer
-from .ecp5_rom import MAX_DEPTH as ROM_MAX_DEPTH, registered_rom
+from .ecp5_rom import registered_rom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
@@ -172,18 +172,16 @@ class LayerEngine(wiring.Component):
         # Depths and counters are at least 2 (never a zero-width address or counter).
         # The weight tiles leave the block RAM's output register (a DP16KD with REGMODE OUTREG
         # on ECP5, else a memory and a register): no block-RAM output drives a path.
-        depth = max(2, folds * beats)
+        ecp5 = self._mac.mul_plan.family == "ecp5"
         weight_addr, weight_en, weight_oce, weight_data = registered_rom(
-            m, "weights", shape=w_layout, depth=depth, init=self._weight_tiles(),
-            primitive=self._mac.mul_plan.family == "ecp5" and depth <= ROM_MAX_DEPTH)
+            m, "weights", shape=w_layout, depth=max(2, folds * beats),
+            init=self._weight_tiles(), primitive=ecp5)
         if self.requant_style != "threshold":      # the threshold unit holds its own tables
             # Read by the requantizer through the memory's output register (a DP16KD with
             # REGMODE OUTREG on ECP5), which is its operand register for these fields.
             params = registered_rom(
                 m, "params", shape=requant.param_layout, depth=requant.depth,
-                init=requant.param_words(self.M, self.B, self.S),
-                primitive=self._mac.mul_plan.family == "ecp5" and
-                requant.depth <= ROM_MAX_DEPTH)
+                init=requant.param_words(self.M, self.B, self.S), primitive=ecp5)
 
         # -- writer: input beats into the buffer bank of the vector being loaded --------------
         # `pending` counts vectors between the writer and the reader: 0 when both work on the
