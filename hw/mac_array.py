@@ -135,12 +135,12 @@ class MacArray(wiring.Component):
         self.product_stages = self.mul_plan.product_stages
         #: Whether the data path runs free (no enable; an output buffer with credits, see
         #: Timing) rather than stalling as a whole under one global enable.
-        self.free_running = self.mul_plan.registered if free_running is None \
-            else bool(free_running)
+        self.free_running = (self.mul_plan.registered or self.mul_plan.packed) \
+            if free_running is None else bool(free_running)
         #: Whether every adder input (each tree stage's operands and each accumulator's beat
         #: sum) passes through a register of its own before the adder.
-        self.route_registers = self.free_running if route_registers is None \
-            else bool(route_registers)
+        self.route_registers = (self.free_running and self.mul_plan.registered) \
+            if route_registers is None else bool(route_registers)
         #: Register stages of :attr:`route_registers`: one before each tree stage and one
         #: before the accumulators (else 0).
         self.route_stages = (self.tree_stages + 1) if self.route_registers else 0

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .ecp5_mac import OPERAND_BITS, RegisteredProduct
+from .ecp5_mux import lut_mux, mux_tree
 from .multiply import FAMILIES, plan_multipliers, product
 from .config import signed_width
 from .pipeline import global_enable, output_enable, stage, register_side_band
@@ -180,19 +181,6 @@ SHIFT_STYLES = ("select", "align", "auto")
 MIN_DIGIT_BITS = 2
 
 
-def mux_tree(values, index):
-    """``values[index]`` as a tree of 2:1 multiplexers on the bits of ``index`` (an index past
-    the end gives one of the values). Unlike an ``Array`` proxy, it converts to Verilog without
-    overlapping ``casez`` arms (Verilator's CASEOVERLAP)."""
-    values = list(values)
-    bit = 0
-    while len(values) > 1:
-        values = [Mux(index[bit], values[k + 1], values[k]) if k + 1 < len(values) else values[k]
-                  for k in range(0, len(values), 2)]
-        bit += 1
-    return values[0]
-
-
 def distinct_shifts(S):
     """The sorted distinct shifts of a layer's ``S`` array, as a tuple of ints."""
     return tuple(sorted({int(s) for s in S}))
@@ -280,11 +268,11 @@ class FoldRequantizer(wiring.Component):
         last cycle with ``params_oce`` high (the unit's enable).
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 4 + term_stages + tree_levels`` when ``o`` does
+    latency`` with ``latency = groups·digits + 5 + term_stages + tree_levels`` when ``o`` does
     not stall (its steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then
     pass the operand register, the ``term_stages`` term registers (the DSP blocks' own among
     them), the adder tree, the sum, the stage that resolves the loop adder's
-    deferred carry and the output register; lanes with a shallower
+    deferred carry, the shift with the clamp's flags and the output register; lanes with a shallower
     tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
     the previous one), so the MAC array never waits at full rate. One global enable ``en =
@@ -387,7 +375,7 @@ class FoldRequantizer(wiring.Component):
         b_hi = max((1 << d) - 1 if self.digits > 1 else 0, b_top_hi) + correction
         self.b_field_bits = signed_width(b_lo, b_hi)
         #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = self.groups * self.digits + 4 + self.term_stages + self.tree_levels
+        self.latency = self.groups * self.digits + 5 + self.term_stages + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         self.registered_enable = bool(registered_enable)
         self.registered_params = bool(registered_params)
@@ -472,12 +460,18 @@ class FoldRequantizer(wiring.Component):
         return words
 
     def _shift_clamp(self, full, sel, drop=0):
-        """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value.
+        """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value, in two
+        parts with a register between them: returns ``(parts, finish)``, the values to register
+        (a dict; a value may be a pair ``(value, init)``, its register's initial value, so that
+        a synchronous set can use the flip-flops' own set: on ECP5 the set value is the initial
+        one) and the function of the registered ones that gives the result.
 
         The clamp needs, per shift ``s``, the ``k`` or ``k + 1`` bits from ``s`` up (the window)
         and whether the bits above them are all equal to the sign (one "all" and one "any"
         over each suffix of ``full``, shared between the shifts as two chains); the shift is a
-        multiplexer of windows and flags over only the shifts used, then one clamp.
+        multiplexer of windows and flags over only the shifts used (the first part), then one
+        clamp: a choice of the window or a bound by two flags (the second part; for unsigned
+        outputs the window is already saturated at ``y_max`` in the first).
         """
         cfg = self.cfg
         shifts = [s - drop for s in self.shifts]       # `full` is the sum without `drop` bits
@@ -505,13 +499,18 @@ class FoldRequantizer(wiring.Component):
             windows = [Cat(*(bit(s + i) for i in range(k + 1))) for s in shifts]
             inside = [all_from[s + k] | ~any_from[s + k] if s + k < width - 1 else Const(1, 1)
                       for s in shifts]
-            return Mux(pick(inside), pick(windows).as_signed(),
-                       Mux(sign, cfg.y_min, cfg.y_max))
+            parts = {"window": pick(windows).as_signed(), "inside": pick(inside), "sign": sign}
+            return parts, lambda r: Mux(r["inside"], r["window"],
+                                        Mux(r["sign"], cfg.y_min, cfg.y_max))
         assert cfg.y_min == 0
         any_from = suffix(lambda a, b: a | b, width - 1)           # below the sign bit
         windows = [Cat(*(bit(s + i) for i in range(k))) for s in shifts]
         above = [any_from[s + k] if s + k < width - 1 else Const(0, 1) for s in shifts]
-        return Mux(sign, 0, Mux(pick(above), cfg.y_max, pick(windows)))
+        # y_max is all ones: the register of the first part takes it as a synchronous set
+        # (the flip-flops' own), the output register takes 0 as a synchronous reset.
+        parts = {"window": (Mux(pick(above), cfg.y_max, pick(windows)), cfg.y_max),
+                 "sign": sign}
+        return parts, lambda r: Mux(r["sign"], 0, r["window"])
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -566,19 +565,29 @@ class FoldRequantizer(wiring.Component):
             m.d.sync += room.eq((digit_last & group_last) | last_but_one)
 
         fold = Signal(range(max(2, cfg.out_beats)), name="fold")
-        with m.If(issue & digit_last & group_last):
-            m.d.sync += fold.eq(Mux(fold == cfg.out_beats - 1, 0, fold + 1))
+        fold_next = Signal.like(fold)
+        m.d.comb += fold_next.eq(Mux(issue & digit_last & group_last,
+                                     Mux(fold == cfg.out_beats - 1, 0, fold + 1), fold))
+        m.d.sync += fold.eq(fold_next)
 
-        # The parameter word of the current step and digit; the read port is addressed with its
-        # next value, so its data always belongs to the current one.
-        word = Signal(range(self.depth), name="param_word")
-        word_next = Signal(range(self.depth), name="param_word_next")
-        last_word = cfg.out_beats * groups * digits - 1
-        m.d.comb += [
-            word_next.eq(Mux(issue, Mux(word == last_word, 0, word + 1), word)),
-            self.params.addr.eq(word_next),
-        ]
-        m.d.sync += word.eq(word_next)
+        # The parameter word of the current step and digit, `(fold·groups + group)·digits +
+        # digit`; the read port is addressed with its next value, so its data always belongs
+        # to the current one. With `groups` and `digits` powers of two it is the counters side
+        # by side, else a counter of its own.
+        digit_bits = (digits - 1).bit_length()
+        group_bits = (groups - 1).bit_length()
+        if digits == 1 << digit_bits and groups == 1 << group_bits:
+            m.d.comb += self.params.addr.eq(Cat(digit_next[:digit_bits],
+                                                group_next[:group_bits], fold_next))
+        else:
+            word = Signal(range(self.depth), name="param_word")
+            word_next = Signal(range(self.depth), name="param_word_next")
+            last_word = cfg.out_beats * groups * digits - 1
+            m.d.comb += [
+                word_next.eq(Mux(issue, Mux(word == last_word, 0, word + 1), word)),
+                self.params.addr.eq(word_next),
+            ]
+            m.d.sync += word.eq(word_next)
         params = self.params.data
 
         # -- the buffered fold ---------------------------------------------------------------
@@ -588,11 +597,13 @@ class FoldRequantizer(wiring.Component):
         with m.If(accept):
             m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
 
-        def channel_of(source, lane):
-            """``source[group·lanes + lane]`` (0 past the last row) for the current group."""
+        def channel_of(source, lane, name):
+            """``source[group·lanes + lane]`` (0 past the last row) for the current group: on
+            ECP5 one slice per bit and four groups (:func:`~qmac.hw.ecp5_mux.lut_mux`)."""
             choices = [source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
                        for g in range(groups)]
-            return mux_tree(choices, group)
+            return lut_mux(m, f"{name}_{lane}", choices, group,
+                           primitive=self.mul_plan.family == "ecp5")
 
         # -- stage 0: the operands of one digit, registered (the parameter memory's output and
         # the channel multiplexer stay out of the multiplier's path) ---------------------------
@@ -604,8 +615,9 @@ class FoldRequantizer(wiring.Component):
             # parameter fields.
             m.d.comb += self.params_oce.eq(en)
         for lane in range(lanes):
-            values = {"acc": channel_of(buffer_acc, lane), "digit": params.m[lane],
-                      "b": params.b[lane], "overflow": channel_of(buffer_overflow, lane)}
+            values = {"acc": channel_of(buffer_acc, lane, "channel_acc").as_signed(),
+                      "digit": params.m[lane], "b": params.b[lane],
+                      "overflow": channel_of(buffer_overflow, lane, "channel_overflow")}
             if len(self.shifts) > 1:
                 values["select"] = params.sel[lane]
             fields = ("digit", "b", "select") if self.registered_params else ()
@@ -709,22 +721,45 @@ class FoldRequantizer(wiring.Component):
             s2_flags.append(s2[0])
             s2_selects.append(s2[1] if len(s2) > 1 else None)
 
-        # -- the last stage: shift and clamp into the output beat -----------------------------
+        # -- the shift and the first half of the clamp, registered ----------------------------
+        finishes, clamped = [], []
+        for lane in range(lanes):
+            full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
+            parts, finish = self._shift_clamp(full, s2_selects[lane], drop)
+            registers = {}
+            for key, value in dict(parts, overflow=s2_flags[lane]).items():
+                value, init = value if isinstance(value, tuple) else (value, 0)
+                registers[key] = Signal(value.shape(), name=f"clamp_{lane}_{key}", init=init,
+                                        reset_less=True)
+                with m.If(en):
+                    m.d.sync += registers[key].eq(value)
+            clamped.append(registers)
+            finishes.append(finish)
+        s2_valid, s2_group, s2_last = stage(
+            m, en, "clamp", valid=s2_valid, group=s2_group, last=s2_last)
+
+        # -- the last stage: the clamp's choice into the output beat ----------------------------
         m.d.comb += out_valid.eq(s2_valid & (s2_group == groups - 1))
         with m.If(en):
             m.d.sync += self.o.valid.eq(out_valid)
             with m.If(out_valid):
                 m.d.sync += self.o.p.last.eq(s2_last)
-        for lane in range(lanes):
-            full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
-            result = self._shift_clamp(full, s2_selects[lane], drop)
-            for g in range(groups):
-                r = g * lanes + lane
-                if r >= cfg.rows:
-                    continue
-                with m.If(en & s2_valid & (s2_group == g)):
-                    m.d.sync += [self.o.p.y[r].eq(result),
-                                 self.o.p.overflow[r].eq(s2_flags[lane])]
+        # The output beat fills as a shift register of steps: each step's results enter the
+        # top group's places and the others move one group down, so after the fold's last step
+        # group `g` holds step `g` (one clamp per lane, no multiplexer or enable per row).
+        # Payload registers without reset (their own synchronous reset is the clamp's 0).
+        ys = [Signal.like(self.o.p.y[0], name=f"y_{r}", reset_less=True)
+              for r in range(groups * lanes)]
+        flags = [Signal(name=f"overflow_{r}", reset_less=True) for r in range(groups * lanes)]
+        for r in range(cfg.rows):
+            m.d.comb += [self.o.p.y[r].eq(ys[r]), self.o.p.overflow[r].eq(flags[r])]
+        with m.If(en & s2_valid):
+            for r in range((groups - 1) * lanes):
+                m.d.sync += [ys[r].eq(ys[r + lanes]), flags[r].eq(flags[r + lanes])]
+            for lane in range(lanes):
+                r = (groups - 1) * lanes + lane
+                m.d.sync += [ys[r].eq(finishes[lane](clamped[lane])),
+                             flags[r].eq(clamped[lane]["overflow"])]
 
         return m
 

@@ -11,7 +11,7 @@ from .checks import RangeError
 from .config import signed_width
 from .pipeline import output_enable, stage
 from .threshold_table import check_thresholds
-from .requant import mux_tree
+from .ecp5_mux import mux_tree
 
 
 __all__ = ["ThresholdRequantizer", "threshold_count",
