@@ -268,11 +268,12 @@ class FoldRequantizer(wiring.Component):
         last cycle with ``params_oce`` high (the unit's enable).
 
     Timing: a beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle ``t +
-    latency`` with ``latency = groups·digits + 5 + term_stages + tree_levels`` when ``o`` does
+    latency`` with ``latency = groups·digits + 6 + term_stages + tree_levels`` when ``o`` does
     not stall (its steps are issued from the buffer in cycles ``t+1 .. t+groups·digits``, then
     pass the operand register, the ``term_stages`` term registers (the DSP blocks' own among
     them), the adder tree, the sum, the stage that resolves the loop adder's
-    deferred carry, the shift with the clamp's flags and the output register; lanes with a shallower
+    deferred carry, the shift with the clamp's flags, the clamped result and the output
+    register; lanes with a shallower
     tree are padded with registers); ``i`` takes a new beat every
     ``groups·digits <= beats`` cycles (the next beat enters the buffer during the last step of
     the previous one), so the MAC array never waits at full rate. One global enable ``en =
@@ -375,7 +376,7 @@ class FoldRequantizer(wiring.Component):
         b_hi = max((1 << d) - 1 if self.digits > 1 else 0, b_top_hi) + correction
         self.b_field_bits = signed_width(b_lo, b_hi)
         #: Cycles from the transfer of a beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = self.groups * self.digits + 5 + self.term_stages + self.tree_levels
+        self.latency = self.groups * self.digits + 6 + self.term_stages + self.tree_levels
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         self.registered_enable = bool(registered_enable)
         self.registered_params = bool(registered_params)
@@ -738,7 +739,15 @@ class FoldRequantizer(wiring.Component):
         s2_valid, s2_group, s2_last = stage(
             m, en, "clamp", valid=s2_valid, group=s2_group, last=s2_last)
 
-        # -- the last stage: the clamp's choice into the output beat ----------------------------
+        # -- the clamp's second part, registered without reset (for unsigned outputs its choice
+        # of 0 is the flip-flops' own synchronous reset) ----------------------------------------
+        results = [stage(m, en, f"result_{lane}", reset_less=True,
+                         y=finishes[lane](clamped[lane]), overflow=clamped[lane]["overflow"])
+                   for lane in range(lanes)]
+        s2_valid, s2_group, s2_last = stage(
+            m, en, "result", valid=s2_valid, group=s2_group, last=s2_last)
+
+        # -- the last stage: the output beat ----------------------------------------------------
         m.d.comb += out_valid.eq(s2_valid & (s2_group == groups - 1))
         with m.If(en):
             m.d.sync += self.o.valid.eq(out_valid)
@@ -746,20 +755,17 @@ class FoldRequantizer(wiring.Component):
                 m.d.sync += self.o.p.last.eq(s2_last)
         # The output beat fills as a shift register of steps: each step's results enter the
         # top group's places and the others move one group down, so after the fold's last step
-        # group `g` holds step `g` (one clamp per lane, no multiplexer or enable per row).
-        # Payload registers without reset (their own synchronous reset is the clamp's 0).
-        ys = [Signal.like(self.o.p.y[0], name=f"y_{r}", reset_less=True)
+        # group `g` holds step `g` (no multiplexer or enable per row).
+        ys = [self.o.p.y[r] if r < cfg.rows else Signal.like(self.o.p.y[0], name=f"y_pad_{r}")
               for r in range(groups * lanes)]
-        flags = [Signal(name=f"overflow_{r}", reset_less=True) for r in range(groups * lanes)]
-        for r in range(cfg.rows):
-            m.d.comb += [self.o.p.y[r].eq(ys[r]), self.o.p.overflow[r].eq(flags[r])]
+        flags = [self.o.p.overflow[r] if r < cfg.rows else Signal(name=f"overflow_pad_{r}")
+                 for r in range(groups * lanes)]
         with m.If(en & s2_valid):
             for r in range((groups - 1) * lanes):
                 m.d.sync += [ys[r].eq(ys[r + lanes]), flags[r].eq(flags[r + lanes])]
             for lane in range(lanes):
                 r = (groups - 1) * lanes + lane
-                m.d.sync += [ys[r].eq(finishes[lane](clamped[lane])),
-                             flags[r].eq(clamped[lane]["overflow"])]
+                m.d.sync += [ys[r].eq(results[lane][0]), flags[r].eq(results[lane][1])]
 
         return m
 

@@ -82,10 +82,10 @@ def test_engine_tree_pipelining():
     x, w, M, B, S = engine_problem(cfg, 2, 1)
     dut = LayerEngine(cfg, w, M, B, S, levels_per_stage=2)
     # Buffer write, read and read data register; MAC array; requantizer: rows 8 over beats 2
-    # gives 4 lanes, 2 steps of 1 digit, 6 more stages and the one level of its adder tree
+    # gives 4 lanes, 2 steps of 1 digit, 7 more stages and the one level of its adder tree
     # ("dsp" lanes: the product and B).
     assert dut._requant.tree_levels == 1
-    assert dut.latency == 3 + (2 + 2) + (2 * 1 + 6 + 1)
+    assert dut.latency == 3 + (2 + 2) + (2 * 1 + 7 + 1)
     assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
 
 

@@ -216,9 +216,9 @@ def test_fold_requantizer(cfg):
     assert rq.groups * rq.digits <= cfg.beats
     # Steps, then the operand and term registers (one stage per registered product without a
     # DSP block plan), the adder tree, the sum (its carry kept), the sum with the carry
-    # resolved, the shift with the clamp's flags, and the output.
+    # resolved, the shift with the clamp's flags, the clamped result, and the output.
     assert rq.term_stages == 1
-    assert rq.latency == rq.groups * rq.digits + 6 + rq.tree_levels
+    assert rq.latency == rq.groups * rq.digits + 7 + rq.tree_levels
 
 
 @pytest.mark.parametrize("cfg", FOLD_CONFIGS, ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
@@ -300,9 +300,9 @@ def test_fold_requantizer_shapes():
     full_rate = FoldRequantizer(FOLD_CONFIGS[4], (0,))
     assert (full_rate.lanes, full_rate.groups, full_rate.digits) == (3, 1, 1)
     # One digit (2 Booth terms and B: 2 tree levels) after the buffer and operand registers,
-    # then the term, tree, sum, carry, clamp-flag and output registers.
+    # then the term, tree, sum, carry, clamp-flag, result and output registers.
     assert full_rate.tree_levels == 2
-    assert full_rate.latency == 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1
+    assert full_rate.latency == 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1
     assert "sel" not in dict(full_rate.param_layout)
     for block in (rq, full_rate):
         Fragment.get(block, None)           # used: no UnusedElaboratable warning
@@ -415,7 +415,7 @@ def test_fold_requantizer_split_product(cfg, pieces, registers):
     assert rq.registered_products == bool(registers)
     # The block's own stages, then a fabric register after its P output.
     assert rq.term_stages == {None: 1, "output": 3, "all": 4}[registers]
-    assert rq.latency == rq.groups * rq.digits + 5 + rq.term_stages + rq.tree_levels
+    assert rq.latency == rq.groups * rq.digits + 6 + rq.term_stages + rq.tree_levels
     # Measured: one fold in, its beat out `latency` cycles later.
     cfg, acc, M, B, S, flags = fold_problem(cfg, 3, 2, vectors=1)
     dut = FoldHarness(cfg, M, B, S, mul_plan=plan)
