@@ -566,26 +566,24 @@ class FoldRequantizer(wiring.Component):
             m.d.sync += room.eq((digit_last & group_last) | last_but_one)
 
         fold = Signal(range(max(2, cfg.out_beats)), name="fold")
-        fold_next = Signal.like(fold)
-        m.d.comb += fold_next.eq(Mux(issue & digit_last & group_last,
-                                     Mux(fold == cfg.out_beats - 1, 0, fold + 1), fold))
-        m.d.sync += fold.eq(fold_next)
+        with m.If(issue & digit_last & group_last):
+            m.d.sync += fold.eq(Mux(fold == cfg.out_beats - 1, 0, fold + 1))
 
         # The parameter word of the current step and digit, `(fold·groups + group)·digits +
-        # digit`; the read port is addressed with its next value, so its data always belongs
-        # to the current one. With `groups` and `digits` powers of two it is the counters side
-        # by side, else a counter of its own.
-        digit_bits = (digits - 1).bit_length()
-        group_bits = (groups - 1).bit_length()
-        if digits == 1 << digit_bits and groups == 1 << group_bits:
-            m.d.comb += self.params.addr.eq(Cat(digit_next[:digit_bits],
-                                                group_next[:group_bits], fold_next))
+        # digit`; the read port is addressed with its next value (the word plus `issue`), so
+        # its data always belongs to the current one. When `digits`, `groups` and the folds
+        # are powers of two the word is the counters side by side (an adder of `issue`, which
+        # wraps with the counters), else a counter of its own.
+        fields = [(digit, digits), (group, groups), (fold, cfg.out_beats)]
+        words = cfg.out_beats * groups * digits
+        if words > 1 and all(count & (count - 1) == 0 for _, count in fields):
+            word = Cat(*(counter[:(count - 1).bit_length()] for counter, count in fields))
+            m.d.comb += self.params.addr.eq(word + issue)
         else:
             word = Signal(range(self.depth), name="param_word")
             word_next = Signal(range(self.depth), name="param_word_next")
-            last_word = cfg.out_beats * groups * digits - 1
             m.d.comb += [
-                word_next.eq(Mux(issue, Mux(word == last_word, 0, word + 1), word)),
+                word_next.eq(Mux(issue, Mux(word == words - 1, 0, word + 1), word)),
                 self.params.addr.eq(word_next),
             ]
             m.d.sync += word.eq(word_next)

@@ -205,6 +205,12 @@ FOLD_CONFIGS = [
     fold_cfg(in_features=1, rows=3, acc_bits=8, m_bits=4, b_bits=8, s_max=31, out_bits=8),
     fold_cfg(in_features=7, rows=2, acc_bits=48, m_bits=24, b_bits=64, s_max=80, out_bits=32,
              out_signed=True),
+    # Several folds: digits, steps and folds all powers of two (the parameter address is the
+    # counters side by side), and three folds (a counter of its own).
+    fold_cfg(in_features=16, rows=4, out_features=16, acc_bits=20, m_bits=25, b_bits=41,
+             s_max=33, out_bits=8, relu=True),
+    fold_cfg(in_features=6, rows=2, out_features=6, acc_bits=12, m_bits=10, b_bits=20, s_max=15,
+             out_bits=4),
 ]
 
 
