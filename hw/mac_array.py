@@ -68,13 +68,13 @@ class MacArray(wiring.Component):
         no target part.
     free_running : bool, optional
         A data path without enable and an output buffer with credits (see Timing); default:
-        when the plan has ``"dspreg"`` products.
+        when the plan has ``"dspreg"`` or ``"dsp2"`` products.
     route_registers : bool, optional
         A register on every adder input: before each tree stage (the products included) and
         before the accumulators, so that the route between two adders (or from a DSP block,
         which may sit far across the part) has a cycle of its own, apart from the carry
         chain; ``ceil(ceil(log2(cols)) / levels_per_stage) + 1`` stages more. Default: with
-        ``free_running``.
+        ``free_running`` with ``"dspreg"`` products.
 
     Members
     -------
@@ -96,11 +96,11 @@ class MacArray(wiring.Component):
     Without ``free_running`` the pipeline has one global enable, ``en = ~o.valid | o.ready``,
     and ``i.ready = en``: a stall on ``o`` freezes every stage.
 
-    With ``free_running`` (default: when the plan has ``"dspreg"`` products, whose arrays are
-    large and fast enough for an enable's fan-out to set the clock) there is no enable: the
-    products (their DSP blocks' clock enables tied high), the adder tree and the side band move
-    on in every cycle, and the accumulators take only the beats marked valid. An output buffer
-    of :attr:`buffer_depth` results (the output register and a small first-in first-out
+    With ``free_running`` (default: when the plan has ``"dspreg"`` or ``"dsp2"`` products, whose
+    arrays are large or slow-routed enough for an enable's fan-out to set the clock) there is no
+    enable: the products (their DSP blocks' clock enables tied high), the adder tree and the
+    side band move on in every cycle, and the accumulators take only the beats marked valid. An
+    output buffer of :attr:`buffer_depth` results (the output register and a small first-in first-out
     memory; ``1 + ceil(latency / cfg.beats)`` results, so that ``i`` never waits at full rate)
     catches every result in flight. ``i.ready`` is a register: high inside a dot product, and
     between dot products while the buffer has room for one more result beyond those reserved
