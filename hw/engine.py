@@ -113,8 +113,9 @@ class LayerEngine(wiring.Component):
         if self.requant_style == "threshold":
             self.M = self.B = self.S = None
             self.T, self.D = threshold.check_engine_thresholds(cfg, thresholds)
-            self._requant = threshold.ThresholdRequantizer(cfg, self.T, self.D,
-                                                         registered_enable=True)
+            self._requant = threshold.ThresholdRequantizer(
+                cfg, self.T, self.D, registered_enable=True,
+                primitive=self._mac.mul_plan.family == "ecp5")
         else:
             self.M, self.B, self.S = checks.check_requant(cfg, M, B, S)
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",

@@ -68,7 +68,8 @@ class MacArray(wiring.Component):
         no target part.
     free_running : bool, optional
         A data path without enable and an output buffer with credits (see Timing); default:
-        when the plan has ``"dspreg"`` or ``"dsp2"`` products.
+        when the plan has ``"dspreg"`` products, or ``"dsp2"`` products and dot products of at
+        least :attr:`latency` beats (an output buffer of two results).
     route_registers : bool, optional
         A register on every adder input: before each tree stage (the products included) and
         before the accumulators, so that the route between two adders (or from a DSP block,
@@ -96,8 +97,9 @@ class MacArray(wiring.Component):
     Without ``free_running`` the pipeline has one global enable, ``en = ~o.valid | o.ready``,
     and ``i.ready = en``: a stall on ``o`` freezes every stage.
 
-    With ``free_running`` (default: when the plan has ``"dspreg"`` or ``"dsp2"`` products, whose
-    arrays are large or slow-routed enough for an enable's fan-out to set the clock) there is no
+    With ``free_running`` (default: with ``"dspreg"`` products, and ``"dsp2"`` products on
+    dot products of at least ``latency`` beats: arrays large or slow-routed enough for an
+    enable's fan-out to set the clock) there is no
     enable: the products (their DSP blocks' clock enables tied high), the adder tree and the
     side band move on in every cycle, and the accumulators take only the beats marked valid. An
     output buffer of :attr:`buffer_depth` results (the output register and a small first-in first-out
@@ -135,8 +137,13 @@ class MacArray(wiring.Component):
         self.product_stages = self.mul_plan.product_stages
         #: Whether the data path runs free (no enable; an output buffer with credits, see
         #: Timing) rather than stalling as a whole under one global enable.
-        self.free_running = (self.mul_plan.registered or self.mul_plan.packed) \
-            if free_running is None else bool(free_running)
+        if free_running is None:
+            # With "dsp2" products (iCE40: no distributed RAM, the output buffer is flip-flops
+            # and multiplexers) only where it holds at most two results: dot products of at
+            # least `latency` beats.
+            free_running = self.mul_plan.registered or (
+                self.mul_plan.packed and 2 + self.product_stages + self.tree_stages <= cfg.beats)
+        self.free_running = bool(free_running)
         #: Whether every adder input (each tree stage's operands and each accumulator's beat
         #: sum) passes through a register of its own before the adder.
         self.route_registers = (self.free_running and self.mul_plan.registered) \

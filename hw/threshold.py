@@ -11,7 +11,7 @@ from .checks import RangeError
 from .config import signed_width
 from .pipeline import output_enable, stage
 from .threshold_table import check_thresholds
-from .ecp5_mux import mux_tree
+from .ecp5_mux import lut_mux
 
 
 __all__ = ["ThresholdRequantizer", "threshold_count",
@@ -99,6 +99,10 @@ class ThresholdRequantizer(wiring.Component):
         enable): the consumer of ``o`` must then tell, on ``o_ready_next``, the value
         ``o.ready`` will have in the next cycle (a :class:`~qmac.hw.pipeline.SkidBuffer`'s
         ``ready_next``), as with :class:`~qmac.hw.requant.FoldRequantizer`.
+    primitive : bool
+        Build the channel multiplexer of ECP5 slices (``LUT4`` + ``PFUMX``,
+        :func:`~qmac.hw.ecp5_mux.lut_mux`), for ECP5 synthesis; the Amaranth simulator cannot
+        run it.
 
     Members
     -------
@@ -124,9 +128,12 @@ class ThresholdRequantizer(wiring.Component):
         A threshold table that :func:`check_engine_thresholds` refuses.
     """
 
-    def __init__(self, cfg, T, D, *, registered_enable=False):
+    def __init__(self, cfg, T, D, *, registered_enable=False, primitive=False):
         self.cfg = cfg
         self.registered_enable = bool(registered_enable)
+        #: Whether the channel multiplexer is built of ECP5 slices
+        #: (:func:`~qmac.hw.ecp5_mux.lut_mux`; for ECP5 synthesis only).
+        self.primitive = bool(primitive)
         self.T, self.D = check_engine_thresholds(cfg, (T, D))
         self.count = threshold_count(cfg)
         #: Comparisons per channel.
@@ -208,17 +215,19 @@ class ThresholdRequantizer(wiring.Component):
         with m.If(accept):
             m.d.sync += [buffer_acc.eq(self.i.p.acc), buffer_overflow.eq(self.i.p.overflow)]
 
-        def channel_of(source, lane):
-            return mux_tree([source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
-                             for g in range(groups)], group)
+        def channel_of(source, lane, name):
+            return lut_mux(m, f"{name}_{lane}",
+                           [source[g * lanes + lane] if g * lanes + lane < cfg.rows else 0
+                            for g in range(groups)], group, primitive=self.primitive)
 
         # -- the issued step: control and each lane's accumulator, registered -----------------
         control = stage(m, en, "issue", valid=issue, group=group,
                         last=step == self.steps - 1)
         where = stage(m, en, "issue", reset_less=True, step=step)[0]
         acc = [stage(m, en, f"issue_{lane}", reset_less=True,
-                     acc=channel_of(buffer_acc, lane),
-                     overflow=channel_of(buffer_overflow, lane)) for lane in range(lanes)]
+                     acc=channel_of(buffer_acc, lane, "channel_acc").as_signed(),
+                     overflow=channel_of(buffer_overflow, lane, "channel_overflow"))
+               for lane in range(lanes)]
         found = [Const(0, 0)] * lanes        # each lane's results so far, the first one high
         d = [None] * lanes
 

@@ -189,15 +189,19 @@ def test_packed_mac_array(cfg):
     plan = behavioural(ice40_plan(cfg))
     assert plan.packed and not plan.primitives
     dut = check_packed_mac(cfg, plan)
-    # Two product stages, and by default a free-running data path (one stage more, no route
-    # registers): the latency property and its formula stay true.
-    assert dut.free_running and not dut.route_registers
+    # Two product stages; free-running by default when dot products are at least as long as
+    # its latency (one stage more, no route registers). The latency property and its formula
+    # stay true in both modes, and both are exact.
+    free = MacArray(cfg, mul_plan=plan, free_running=True)
+    stalling = MacArray(cfg, mul_plan=plan, free_running=False)
+    assert dut.free_running == (free.latency <= cfg.beats)
+    assert not free.route_registers
+    other = check_packed_mac(cfg, plan, seed=2, free_running=not dut.free_running)
     one = dot_product_beats(cfg, mac_stimulus(cfg, 7, 1)[:1])
-    assert measure_latency(MacArray(cfg, mul_plan=plan), one) == dut.latency
-    assert dut.latency == 1 + 2 + (cfg.cols - 1).bit_length() + 1
-    stalling = check_packed_mac(cfg, plan, seed=2, free_running=False)   # the global enable
-    assert measure_latency(stalling, one) == stalling.latency == dut.latency - 1
-    assert measure_latency(MacArray(cfg), one) == dut.latency - 2     # one product stage
+    for array in (dut, other, free, stalling):
+        assert measure_latency(array, one) == array.latency
+    assert stalling.latency == 1 + 2 + (cfg.cols - 1).bit_length() == free.latency - 1
+    assert measure_latency(MacArray(cfg), one) == stalling.latency - 1     # one product stage
 
 
 def test_packed_mac_array_mixed_styles():
@@ -258,16 +262,20 @@ GATE_CONFIGS = [
 ]
 # Each gate-level build takes about a minute (Verilator compiles the whole netlist): the
 # second configuration runs with ``-m slow``.
-GATE_PARAMS = [pytest.param(GATE_CONFIGS[0], id=cfg_id(GATE_CONFIGS[0])),
-               pytest.param(GATE_CONFIGS[1], id=cfg_id(GATE_CONFIGS[1]),
+# The first one free-running (the mode of the example engine on the UP5K; its dot products of
+# 3 beats would get the global enable by default), the second one in its default mode (the
+# global enable).
+GATE_PARAMS = [pytest.param(GATE_CONFIGS[0], True, id=cfg_id(GATE_CONFIGS[0]) + "-free"),
+               pytest.param(GATE_CONFIGS[1], None, id=cfg_id(GATE_CONFIGS[1]),
                             marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("cfg", GATE_PARAMS)
-def test_gate_level_mac_array(cfg, tmp_path):
+@pytest.mark.parametrize("cfg, free_running", GATE_PARAMS)
+def test_gate_level_mac_array(cfg, free_running, tmp_path):
     plan = ice40_plan(cfg)
     assert plan.primitives and plan.counts()["mac_dsp2"] == cfg.rows * cfg.cols
-    dut = MacArray(cfg, mul_plan=plan)
+    dut = MacArray(cfg, mul_plan=plan, free_running=free_running)
+    assert dut.free_running == bool(free_running)
     built, cells, netlist = gate_level_build(dut, "mac_gate", tmp_path)
     # Every product is in a packed SB_MAC16 as instantiated; the fabric holds no multiplier.
     blocks = -(-cfg.rows * cfg.cols // 2)
@@ -275,9 +283,9 @@ def test_gate_level_mac_array(cfg, tmp_path):
     assert netlist.count(".MODE_8x8(1'h1)") == blocks
     assert netlist.count(".A_REG(1'h1)") == blocks
     assert netlist.count(".TOP_8x8_MULT_REG(1'h1)") == blocks
-    # A soft 8x8 product alone is ~100 LUTs; the accumulators, the adder tree and the
-    # free-running array's output buffer and credits take about 170 on the 2x2 array.
-    assert cells.get("SB_LUT4", 0) < 100 * blocks
+    # A soft 8x8 product alone is ~100 LUTs; the accumulators, the adder tree and (free
+    # running) the output buffer of flip-flops and its credits take about 170 on the 2x2 array.
+    assert cells.get("SB_LUT4", 0) < (100 * blocks if dut.free_running else 40 * cfg.rows)
     rng = np.random.default_rng(21)
     w = mac_weights(cfg, rng)
     x = mac_inputs(cfg, w, rng)
