@@ -170,12 +170,12 @@ def choose_style(cfg, *, multiply_exact=True, family=None):
     ``"auto"`` picks the threshold form where no exact ``(M, B, S)`` exists
     (``multiply_exact`` false: the solver refused, e.g. ``half_even`` with reachable ties), and
     otherwise the smaller engine by the rule measured with ``bench/requant_style.py`` (README,
-    "Threshold requantizer"; Yosys 0.70, nextpnr 0.11.1, 2026-11-26): thresholds for at most
+    "Threshold requantizer"; Yosys 0.70, nextpnr 0.11.1, 2026-11-27): thresholds for at most
     ``AUTO_THRESHOLD_LEVELS[family]`` thresholds per channel, the multiply unit above.
     Measured at ``out_bits`` 2, 4 and 8 (unsigned: 3, 15 and 255 thresholds) on the UP5K and
-    the ECP5-25k, engine totals: at 3 thresholds the threshold engine is smaller on both
-    (fewer logic cells on iCE40, fewer LUT4 + 2·CCU2C, FFs and DSPs on ECP5); at 15 and 255
-    the multiply engine is (the threshold unit's memories hold 15 or 255 thresholds per
+    the ECP5-25k, engine totals: at 3 thresholds the threshold engine is smaller on iCE40
+    (fewer logic cells and FFs) and on ECP5 ties in logic (LUT4 + 2·CCU2C within 1%) with fewer
+    FFs, DSPs and block RAMs; at 15 and 255 the multiply engine is (the threshold unit's memories hold 15 or 255 thresholds per
     channel, against one ``M``, ``B`` word). 7 thresholds (``out_bits`` 3) were not measured and
     get the multiply unit. The rule is the same on both families; ``family`` keeps it per family
     should a measurement split them. Without a ``family`` the rule is the one that holds on both.
