@@ -21,8 +21,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["RegisteredRom", "registered_rom", "MAX_DEPTH", "PORT_BITS", "initval",
-           "block_words"]
+__all__ = ["RegisteredRom", "registered_rom", "logic_rom", "MAX_DEPTH", "PORT_BITS", "initval",
+           "block_words", "rom_words"]
 
 
 #: Words of one ROM (each port of a block reads one half of its 1024 18-bit words).
@@ -30,6 +30,19 @@ MAX_DEPTH = 512
 
 #: Bits one port of a ``DP16KD`` reads in 1024×18 mode.
 PORT_BITS = 18
+
+
+def rom_words(shape, init):
+    """The words ``init`` of a ROM of ``shape`` (as :class:`~amaranth.lib.memory.Memory` takes
+    them) as unsigned ints of the shape's width."""
+    width = Value.cast(Signal(shape)).shape().width
+    mask = (1 << width) - 1
+    words = []
+    for word in init:
+        value = Const.cast(shape.const(word)) if isinstance(shape, ShapeCastable) \
+            else Const(word, shape)
+        words.append(value.value & mask)
+    return words
 
 
 def block_words(words, width, block):
@@ -106,15 +119,7 @@ class RegisteredRom(wiring.Component):
 
     def words(self):
         """The contents as unsigned ints of ``width`` bits."""
-        mask = (1 << self.width) - 1
-        words = []
-        for word in self._init:
-            if isinstance(self.shape, ShapeCastable):
-                value = Const.cast(self.shape.const(word))
-            else:
-                value = Const(word, self.shape)
-            words.append(value.value & mask)
-        return words
+        return rom_words(self.shape, self._init)
 
     def elaborate(self, platform):
         m = Module()
@@ -169,3 +174,34 @@ def registered_rom(m, name, *, shape, depth, init, primitive):
     with m.If(oce):
         m.d.sync += data.eq(read.data)
     return read.addr, read.en, oce, data
+
+
+def logic_rom(m, name, *, shape, depth, init):
+    """A ROM in logic with the two register stages of :func:`registered_rom`: an address
+    register (``en``), a table of constants (LUTs), then the data register (``oce``); the
+    registers and table are added to ``m``, named after ``name``. Both registers can sit beside
+    the logic that drives the address and reads the data, where a block RAM's fixed site may be
+    far from both. For small ROMs (a LUT6 per bit, or two, holds 64 or 128 words). Returns its
+    ``(addr, en, oce, data)``: ``data`` is the word at ``addr`` of the last cycle with ``en``
+    high, taken in the last cycle with ``oce`` high after it (as :class:`RegisteredRom`)."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth of a logic ROM must be a positive integer, not {depth!r}")
+    words = rom_words(shape, list(init))
+    width = Value.cast(Signal(shape)).shape().width
+    words += [0] * (depth - len(words))
+    addr = Signal(range(max(2, depth)), name=f"{name}_addr")
+    en = Signal(name=f"{name}_en")
+    oce = Signal(name=f"{name}_oce")
+    addr_reg = Signal.like(addr, name=f"{name}_addr_reg", reset_less=True)
+    table = Signal(width, name=f"{name}_table")
+    data = Signal(shape, name=f"{name}_data", reset_less=True)     # data: no reset
+    with m.If(en):
+        m.d.sync += addr_reg.eq(addr)
+    with m.Switch(addr_reg):
+        for k, word in enumerate(words):
+            if word:
+                with m.Case(k):
+                    m.d.comb += table.eq(word)
+    with m.If(oce):
+        m.d.sync += Value.cast(data).eq(table)
+    return addr, en, oce, data

@@ -11,12 +11,17 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .pipeline import SkidBuffer
-from .ecp5_rom import registered_rom
+from .ecp5_rom import logic_rom, registered_rom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
 
-__all__ = ["LayerEngine"]
+__all__ = ["LayerEngine", "LOGIC_PARAM_DEPTH"]
+
+
+#: The deepest requantizer parameter memory that a plan for ECP5 keeps in LUTs by default (a
+#: LUT6, four LUT4 and two wide-function multiplexers of one slice pair, per bit).
+LOGIC_PARAM_DEPTH = 64
 
 
 class LayerEngine(wiring.Component):
@@ -54,6 +59,14 @@ class LayerEngine(wiring.Component):
         Passed to :class:`MacArray`.
     mul_plan : MulPlan, optional
         Passed to :class:`MacArray` and :class:`FoldRequantizer`.
+    param_rom : {"block", "logic"}, optional
+        Where the multiply requantizer's parameter memory lives: ``"block"``, a block RAM
+        (:func:`~qmac.hw.ecp5_rom.registered_rom`); ``"logic"``, a table in LUTs between an
+        address register and the data register (:func:`~qmac.hw.ecp5_rom.logic_rom`), so that
+        the requantizer's address logic does not route to a block RAM's fixed site across the
+        part. Default: ``"logic"`` with a plan for ECP5 when the memory has at most
+        :data:`LOGIC_PARAM_DEPTH` words, else ``"block"``. Both have the same two register
+        stages and enables.
 
     Members
     -------
@@ -75,7 +88,8 @@ class LayerEngine(wiring.Component):
     (``mul_plan.family == "ecp5"``) the ``DP16KD`` blocks' own output registers
     (:class:`~qmac.hw.ecp5_rom.RegisteredRom`, ``REGMODE = "OUTREG"``; Yosys maps memories only
     without them, and the block's clock-to-output then sets the clock), elsewhere a fabric
-    register after the memory's read port. Backpressure on ``o`` stalls the whole
+    register after the memory's read port (a parameter memory in logic, ``param_rom``, has
+    the same two stages). Backpressure on ``o`` stalls the whole
     pipeline (global enables) one cycle late: ``o`` leaves a
     :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
     lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
@@ -86,10 +100,12 @@ class LayerEngine(wiring.Component):
     hw.checks.RangeError
         ``weights``, ``M``, ``B`` or ``S`` of the wrong shape or out of range (the message names
         the index and the value).
+    ValueError
+        ``param_rom`` is not ``None``, ``"block"`` or ``"logic"``.
     """
 
     def __new__(cls, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
-                levels_per_stage=1, mul_plan=None):
+                levels_per_stage=1, mul_plan=None, param_rom=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         checks.check_weights(cfg, weights)
@@ -100,10 +116,12 @@ class LayerEngine(wiring.Component):
         check_levels_per_stage(levels_per_stage)
         if mul_plan is not None:
             mul_plan.check(cfg)
+        if param_rom not in (None, "block", "logic"):
+            raise ValueError(f"param_rom must be None, 'block' or 'logic', not {param_rom!r}")
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
     def __init__(self, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
-                 levels_per_stage=1, mul_plan=None):
+                 levels_per_stage=1, mul_plan=None, param_rom=None):
         self.cfg = cfg
         self.weights = checks.check_weights(cfg, weights)
         #: ``"multiply"`` or ``"threshold"``: the requantizer this engine builds.
@@ -120,6 +138,13 @@ class LayerEngine(wiring.Component):
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
                                             mul_plan=mul_plan, registered_enable=True,
                                             registered_params=True)
+        #: ``"block"`` or ``"logic"``: where the requantizer's parameter memory lives (``None``
+        #: with the threshold requantizer, which holds its own tables).
+        self.param_rom = None
+        if self.requant_style != "threshold":
+            ecp5 = self._mac.mul_plan.family == "ecp5"
+            self.param_rom = param_rom if param_rom is not None else \
+                "logic" if ecp5 and self._requant.depth <= LOGIC_PARAM_DEPTH else "block"
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 3 + self._mac.latency + self._requant.latency
@@ -179,9 +204,13 @@ class LayerEngine(wiring.Component):
         if self.requant_style != "threshold":      # the threshold unit holds its own tables
             # Read by the requantizer through the memory's output register (a DP16KD with
             # REGMODE OUTREG on ECP5), which is its operand register for these fields.
-            params = registered_rom(
-                m, "params", shape=requant.param_layout, depth=requant.depth,
-                init=requant.param_words(self.M, self.B, self.S), primitive=ecp5)
+            init = requant.param_words(self.M, self.B, self.S)
+            if self.param_rom == "logic":
+                params = logic_rom(m, "params", shape=requant.param_layout,
+                                   depth=requant.depth, init=init)
+            else:
+                params = registered_rom(m, "params", shape=requant.param_layout,
+                                        depth=requant.depth, init=init, primitive=ecp5)
 
         # -- writer: input beats into the buffer bank of the vector being loaded --------------
         # `pending` counts vectors between the writer and the reader: 0 when both work on the
