@@ -407,7 +407,11 @@ class MacArray(wiring.Component):
             read.addr.eq(consume),
             write.addr.eq(produce),
             write.data.eq(done),
-            write.en.eq(push),
+            # Every finished result is written at `produce`, so that the write enable of the
+            # (wide, distributed) memory is the flip-flop `done_valid` alone and not a function
+            # of `o.ready`. Only a pushed one advances `produce`: one that went to `o` instead
+            # was written while the memory was empty, into a free place.
+            write.en.eq(done_valid),
         ]
         with m.If(out_free):
             with m.If(stored[0]):

@@ -51,7 +51,8 @@ STYLE_CONFIGS = [
 def test_free_running_styles(cfg, style, route):
     """Each multiplier style on the free-running path, with and without route registers:
     exact under short and long stalls (the output buffer full); one cycle more latency than
-    the stalling pipeline, and one per tree stage and one more with route registers."""
+    the stalling pipeline, and one per tree stage and one more with route registers (and one
+    for the operand registers that come with them on ``"dspreg"`` products)."""
     plan = uniform_plan(cfg, style)
     dots = mac_stimulus(cfg, 11, 10)
 
@@ -67,8 +68,12 @@ def test_free_running_styles(cfg, style, route):
     plain = MacArray(cfg, mul_plan=plan, free_running=False)
     route_stages = (cfg.cols - 1).bit_length() + 1 if route else 0
     assert dut.route_stages == route_stages
-    assert measure_latency(plain, one) + 1 + route_stages == \
-        plain.latency + 1 + route_stages == dut.latency == measure_latency(make(), one)
+    # Operand registers come with route registers on "dspreg" products (one stage).
+    operand_stages = int(route and style == "dspreg")
+    assert dut.operand_registers == bool(operand_stages) and not plain.operand_registers
+    assert measure_latency(plain, one) + 1 + route_stages + operand_stages == \
+        plain.latency + 1 + route_stages + operand_stages == dut.latency == \
+        measure_latency(make(), one)
 
 
 def dots_of(cfg, count, seed):
