@@ -181,9 +181,13 @@ def logic_rom(m, name, *, shape, depth, init):
     register (``en``), a table of constants (LUTs), then the data register (``oce``); the
     registers and table are added to ``m``, named after ``name``. Both registers can sit beside
     the logic that drives the address and reads the data, where a block RAM's fixed site may be
-    far from both. For small ROMs (a LUT6 per bit, or two, holds 64 or 128 words). Returns its
-    ``(addr, en, oce, data)``: ``data`` is the word at ``addr`` of the last cycle with ``en``
-    high, taken in the last cycle with ``oce`` high after it (as :class:`RegisteredRom`)."""
+    far from both. For small ROMs (a LUT6 per bit, four LUT4 and two wide-function
+    multiplexers, holds 64 words). The address register is two copies, each addressing the
+    table of half the bits, to halve its fan-out; their power-up values differ (all zeros, all
+    ones; the data register takes no word before a read) so that Yosys does not merge them.
+    Returns its ``(addr, en, oce, data)``: ``data`` is the word at ``addr`` of the last cycle
+    with ``en`` high, taken in the last cycle with ``oce`` high after it (as
+    :class:`RegisteredRom`)."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth of a logic ROM must be a positive integer, not {depth!r}")
     words = rom_words(shape, list(init))
@@ -192,16 +196,22 @@ def logic_rom(m, name, *, shape, depth, init):
     addr = Signal(range(max(2, depth)), name=f"{name}_addr")
     en = Signal(name=f"{name}_en")
     oce = Signal(name=f"{name}_oce")
-    addr_reg = Signal.like(addr, name=f"{name}_addr_reg", reset_less=True)
     table = Signal(width, name=f"{name}_table")
     data = Signal(shape, name=f"{name}_data", reset_less=True)     # data: no reset
-    with m.If(en):
-        m.d.sync += addr_reg.eq(addr)
-    with m.Switch(addr_reg):
-        for k, word in enumerate(words):
-            if word:
-                with m.Case(k):
-                    m.d.comb += table.eq(word)
+    halves = [(0, (width + 1) // 2), ((width + 1) // 2, width)]
+    for copy, (start, stop) in enumerate(halves):
+        if start == stop:
+            continue
+        addr_reg = Signal(len(addr), name=f"{name}_addr_reg{copy}", reset_less=True,
+                          init=-copy & ((1 << len(addr)) - 1))
+        with m.If(en):
+            m.d.sync += addr_reg.eq(addr)
+        mask = (1 << (stop - start)) - 1
+        with m.Switch(addr_reg):
+            for k, word in enumerate(words):
+                if (word >> start) & mask:
+                    with m.Case(k):
+                        m.d.comb += table[start:stop].eq((word >> start) & mask)
     with m.If(oce):
         m.d.sync += Value.cast(data).eq(table)
     return addr, en, oce, data

@@ -217,13 +217,18 @@ class LayerEngine(wiring.Component):
         # same vector, 1 when the writer loads the next one, 2 when that one is complete and
         # waits for the reader to finish the current one (the writer then stalls).
         pending = Signal(range(3))
+        # `pending != 0` and `pending == 2` as flip-flops of their own (set from the next
+        # value of `pending`), so that `i.ready` and the reader's `available` start at a
+        # register and not at a comparison.
+        pending_any = Signal(name="pending_any")
+        pending_full = Signal(name="pending_full")
         w_beat = Signal(range(max(2, beats)), name="write_beat")
         w_bank = Signal(name="write_bank")
         written = Signal(name="vector_written")
         buf_w = buffer.write_port()
         write = Signal()
         m.d.comb += [
-            self.i.ready.eq(pending != 2),
+            self.i.ready.eq(~pending_full),
             write.eq(self.i.valid & self.i.ready),
             buf_w.addr.eq(Mux(w_bank, beats, 0) + w_beat),
             buf_w.data.eq(self.i.p.x),
@@ -257,7 +262,7 @@ class LayerEngine(wiring.Component):
             # Beat `r_beat` of the vector being read is in the buffer (written in an earlier
             # cycle: the read never meets the write of the same word): the writer is on a later
             # vector, or (`lead`) on the same one and ahead of the reader.
-            available.eq((pending != 0) | lead),
+            available.eq(pending_any | lead),
             issue.eq(advance & available),
             finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
@@ -311,7 +316,10 @@ class LayerEngine(wiring.Component):
             m.d.sync += lead.eq(~d_is(0) & (~available | ~d_is(1)))
 
         # As one sum (no clock enable): the enable would be one more logic level after `issue`.
-        m.d.sync += pending.eq(pending + written - finished)
+        pending_next = Signal(range(3), name="pending_next")
+        m.d.comb += pending_next.eq(pending + written - finished)
+        m.d.sync += [pending.eq(pending_next), pending_any.eq(pending_next != 0),
+                     pending_full.eq(pending_next == 2)]
 
         wiring.connect(m, mac.o, requant.i)
         if self.requant_style != "threshold":

@@ -188,7 +188,8 @@ def test_logic_rom_stages(depth, count):
 
 
 def test_logic_rom_maps_to_luts(tmp_path):
-    """Yosys keeps a logic ROM in LUTs (no block RAM, which its address register would allow)."""
+    """Yosys keeps a logic ROM in LUTs (no block RAM, which its address register would allow),
+    and both copies of its address register."""
     rng = random.Random(5)
     words = [rng.getrandbits(40) for _ in range(64)]
 
@@ -205,8 +206,10 @@ def test_logic_rom_maps_to_luts(tmp_path):
                          self.data.eq(value)]
             return m
 
-    types = {cell["type"] for cell in synth_ecp5_cells(Rom(), tmp_path).values()}
-    assert "DP16KD" not in types and "LUT4" in types, types
+    types = [cell["type"] for cell in synth_ecp5_cells(Rom(), tmp_path).values()]
+    assert "DP16KD" not in types and "LUT4" in types, set(types)
+    # The data register and the two copies of the address register (not merged).
+    assert types.count("TRELLIS_FF") == 40 + 2 * 6
 
 
 def test_logic_rom_rejects_bad_depth():
