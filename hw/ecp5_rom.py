@@ -15,7 +15,8 @@ Each ``DP16KD`` serves 36 bits of the word: its two ports read in 1024×18 mode,
 ``ceil(width / 36)`` blocks, as many as Yosys's 512×36 mapping.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, ShapeCastable, Signal, Value
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ShapeCastable, Signal, \
+    Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -207,11 +208,22 @@ def logic_rom(m, name, *, shape, depth, init):
         with m.If(en):
             m.d.sync += addr_reg.eq(addr)
         mask = (1 << (stop - start)) - 1
-        with m.Switch(addr_reg):
-            for k, word in enumerate(words):
-                if (word >> start) & mask:
-                    with m.Case(k):
-                        m.d.comb += table[start:stop].eq((word >> start) & mask)
+        # A tree of multiplexers on constants, not a `Switch`: Yosys turns a switch of
+        # constants into a memory (`proc_rom`), which it may then map to a block RAM.
+        m.d.comb += table[start:stop].eq(
+            _mux_tree([Const((word >> start) & mask, stop - start) for word in words],
+                      addr_reg))
     with m.If(oce):
         m.d.sync += Value.cast(data).eq(table)
     return addr, en, oce, data
+
+
+def _mux_tree(values, select):
+    """``values[select]`` as a binary tree of multiplexers (``values`` past the end: the last
+    one; the caller pads to the depth it addresses)."""
+    level, bit = list(values), 0
+    while len(level) > 1:
+        level = [Mux(select[bit], level[k + 1], level[k]) if k + 1 < len(level) else level[k]
+                 for k in range(0, len(level), 2)]
+        bit += 1
+    return level[0]
