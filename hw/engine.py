@@ -252,13 +252,21 @@ class LayerEngine(wiring.Component):
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
         buf_r = buffer.read_port()
-        advance = Signal()
         available = Signal()
         lead = Signal(name="write_lead")
         issue = Signal()
         finished = Signal(name="vector_finished")
+        read_valid = Signal(name="read_valid")
+        if mac.free_running:
+            # `mac.i.ready` is a register whose next value the array tells: `advance` (the
+            # enable of the reader, its memories' read and output registers included) is then
+            # a flip-flop too, always equal to `~mac.i.valid | mac.i.ready`, for its fan-out.
+            advance = Signal(init=1, name="advance")
+            m.d.sync += advance.eq(~Mux(advance, read_valid, mac.i.valid) | mac.i_ready_next)
+        else:
+            advance = Signal(name="advance")
+            m.d.comb += advance.eq(~mac.i.valid | mac.i.ready)
         m.d.comb += [
-            advance.eq(~mac.i.valid | mac.i.ready),
             # Beat `r_beat` of the vector being read is in the buffer (written in an earlier
             # cycle: the read never meets the write of the same word): the writer is on a later
             # vector, or (`lead`) on the same one and ahead of the reader.
@@ -271,7 +279,6 @@ class LayerEngine(wiring.Component):
             weight_en.eq(advance),
             weight_oce.eq(advance),
         ]
-        read_valid = Signal(name="read_valid")
         read_first = Signal(name="read_first")
         read_last = Signal(name="read_last")
         x_reg = Signal(x_layout, name="x_reg", reset_less=True)

@@ -89,6 +89,9 @@ class MacArray(wiring.Component):
         Input beats.
     o : Out(stream.Signature(layouts.mac_output_layout(cfg)))
         One beat per input beat marked ``last``.
+    i_ready_next : Out(1)
+        With ``free_running`` only: the value ``i.ready`` (a register) takes in the next cycle,
+        so that the producer can register its own enable.
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
@@ -110,10 +113,11 @@ class MacArray(wiring.Component):
     on in every cycle, and the accumulators take only the beats marked valid. An output buffer
     of :attr:`buffer_depth` results (the output register and a small first-in first-out
     memory; ``1 + ceil(latency / cfg.beats)`` results, so that ``i`` never waits at full rate)
-    catches every result in flight. ``i.ready`` is a register: high inside a dot product, and
-    between dot products while the buffer has room for one more result beyond those reserved
-    (credits: the first beat of a dot product on ``i`` takes one, a beat on ``o`` gives one
-    back). ``o.ready`` drives only the buffer. The latency is one cycle more than without.
+    catches every result in flight. ``i.ready`` is a register (its next value is
+    ``i_ready_next``): high inside a dot product, and between dot products while the buffer has
+    room for one more result beyond those reserved (credits: the first beat of a dot product
+    on ``i`` takes one, a beat on ``o`` gives one back in the next cycle). ``o.ready`` drives
+    only the buffer. The latency is one cycle more than without.
 
     Raises
     ------
@@ -162,12 +166,16 @@ class MacArray(wiring.Component):
             self.tree_stages + self.route_stages + int(self.free_running)
         #: Results the output buffer holds (free-running data path only; else 0): enough that
         #: ``i`` never waits at full rate with dot products of ``cfg.beats`` beats (a result's
-        #: place is reserved at the dot product's first beat, for ``beats + latency`` cycles).
-        self.buffer_depth = 1 + -(-self.latency // cfg.beats) if self.free_running else 0
-        super().__init__({
+        #: place is reserved at the dot product's first beat, for ``beats + latency + 1``
+        #: cycles: its credit comes back in the cycle after its transfer on ``o``).
+        self.buffer_depth = 1 + -(-(self.latency + 1) // cfg.beats) if self.free_running else 0
+        members = {
             "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
-        })
+        }
+        if self.free_running:
+            members["i_ready_next"] = Out(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -363,8 +371,9 @@ class MacArray(wiring.Component):
         stored result first. The buffer never overflows: ``credits`` counts the results it can
         still take minus those reserved; the first beat of a dot product transferred on ``i``
         (any beat while ``inside``, a dot product begun, is low) takes one, a beat transferred
-        on ``o`` gives one back. ``i.ready`` is a register: high inside a dot product (its
-        result has its place) and, between dot products, while a credit is left."""
+        on ``o`` gives one back in the next cycle. ``i.ready`` is a register (``i_ready_next``
+        its next value): high inside a dot product (its result has its place) and, between
+        dot products, while a credit is left."""
         cfg = self.cfg
         layout = layouts.mac_output_layout(cfg)
         depth = self.buffer_depth
@@ -379,12 +388,15 @@ class MacArray(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(ready),
             take.eq(self.i.valid & ready & ~inside),
-            give.eq(self.o.valid & self.o.ready),
             inside_next.eq(Mux(self.i.valid & ready, ~self.i.p.last, inside)),
         ]
+        # `give` is the transfer on `o` of the last cycle: a register, so that the consumer's
+        # `o.ready` ends at one flip-flop here and not in the credit logic.
+        m.d.sync += give.eq(self.o.valid & self.o.ready)
         credits = _thermometer(m, "credits", depth, init=depth, up=give, down=take)
-        m.d.sync += [inside.eq(inside_next),
-                     ready.eq(inside_next | _thermometer_next(credits, 0, up=give, down=take))]
+        m.d.comb += self.i_ready_next.eq(inside_next |
+                                         _thermometer_next(credits, 0, up=give, down=take))
+        m.d.sync += [inside.eq(inside_next), ready.eq(self.i_ready_next)]
 
         out_free = Signal(name="out_free")
         out = Signal(layout, name="out", reset_less=True)     # data: no reset

@@ -102,7 +102,7 @@ def test_free_running_full_rate(cfg):
     plan = uniform_plan(cfg, "dspreg")
     dut = MacArray(cfg, mul_plan=plan)
     assert dut.free_running
-    assert dut.buffer_depth == 1 + -(-dut.latency // cfg.beats)
+    assert dut.buffer_depth == 1 + -(-(dut.latency + 1) // cfg.beats)
     dots = dots_of(cfg, 24, cfg.beats)
     beats_in = dot_product_beats(cfg, dots)
     waits, got = [], []
