@@ -10,7 +10,7 @@ from . import checks
 
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
-from .pipeline import RegisterSlice, SkidBuffer
+from .pipeline import SkidBuffer
 from .ecp5_rom import logic_rom, registered_rom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
@@ -67,10 +67,6 @@ class LayerEngine(wiring.Component):
         part. Default: ``"logic"`` with a plan for ECP5 when the memory has at most
         :data:`LOGIC_PARAM_DEPTH` words, else ``"block"``. Both have the same two register
         stages and enables.
-    output_slice : {"skid", "register"}, optional
-        What ``o`` leaves: ``"skid"``, a :class:`~qmac.hw.pipeline.SkidBuffer`;
-        ``"register"``, a :class:`~qmac.hw.pipeline.RegisterSlice` (one cycle more). Default:
-        ``"register"`` with a plan for ECP5, else ``"skid"``.
 
     Members
     -------
@@ -82,9 +78,9 @@ class LayerEngine(wiring.Component):
     Timing: the MAC array is the bottleneck and is never idle while input is available: a batch
     of ``n`` vectors takes ``out_beats·beats`` cycles per vector, exactly :meth:`cycles` ``(n) =
     n·out_beats·beats + latency`` cycles when ``i`` is valid from the first cycle and ``o`` is
-    always ready. ``latency = 3 + output_stages + MacArray.latency + FoldRequantizer.latency``
-    cycles pass from the transfer of the last input beat of a vector into an idle engine to
-    ``o.valid`` of its first output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
+    always ready. ``latency = 3 + MacArray.latency + FoldRequantizer.latency`` cycles pass from the
+    transfer of the last input beat of a vector into an idle engine to ``o.valid`` of its first
+    output beat; its other output beats follow every ``beats`` cycles. ``i`` accepts one beat per
     cycle while fewer than two vectors wait (the one being computed and the next one).
     (The 3 are the write of the last beat into the buffer, its read, and the register of the
     read data, so that no block-RAM output drives logic.) The weight tiles and the
@@ -95,10 +91,7 @@ class LayerEngine(wiring.Component):
     register after the memory's read port (a parameter memory in logic, ``param_rom``, has
     the same two stages). Backpressure on ``o`` stalls the whole
     pipeline (global enables) one cycle late: ``o`` leaves a
-    :class:`~qmac.hw.pipeline.SkidBuffer` (``output_slice = "skid"``, ``output_stages = 0``)
-    or a :class:`~qmac.hw.pipeline.RegisterSlice` (``"register"``, ``output_stages = 1``: ``o``
-    leaves registers, and the requantizer's output register has only the slice's two
-    registers as loads), so no enable inside depends on ``o.ready``. Nothing is
+    :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
     lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
     of the ``sync`` domain discards every partial vector and every result in flight.
 
@@ -108,12 +101,11 @@ class LayerEngine(wiring.Component):
         ``weights``, ``M``, ``B`` or ``S`` of the wrong shape or out of range (the message names
         the index and the value).
     ValueError
-        ``param_rom`` is not ``None``, ``"block"`` or ``"logic"``, or ``output_slice`` not
-        ``None``, ``"skid"`` or ``"register"``.
+        ``param_rom`` is not ``None``, ``"block"`` or ``"logic"``.
     """
 
     def __new__(cls, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
-                levels_per_stage=1, mul_plan=None, param_rom=None, output_slice=None):
+                levels_per_stage=1, mul_plan=None, param_rom=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         checks.check_weights(cfg, weights)
@@ -126,13 +118,10 @@ class LayerEngine(wiring.Component):
             mul_plan.check(cfg)
         if param_rom not in (None, "block", "logic"):
             raise ValueError(f"param_rom must be None, 'block' or 'logic', not {param_rom!r}")
-        if output_slice not in (None, "skid", "register"):
-            raise ValueError(f"output_slice must be None, 'skid' or 'register', "
-                             f"not {output_slice!r}")
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
     def __init__(self, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
-                 levels_per_stage=1, mul_plan=None, param_rom=None, output_slice=None):
+                 levels_per_stage=1, mul_plan=None, param_rom=None):
         self.cfg = cfg
         self.weights = checks.check_weights(cfg, weights)
         #: ``"multiply"`` or ``"threshold"``: the requantizer this engine builds.
@@ -158,14 +147,7 @@ class LayerEngine(wiring.Component):
                 "logic" if ecp5 and self._requant.depth <= LOGIC_PARAM_DEPTH else "block"
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
-        #: ``"skid"`` or ``"register"``: the slice that ``o`` leaves.
-        self.output_slice = output_slice if output_slice is not None else \
-            "register" if self._mac.mul_plan.family == "ecp5" else "skid"
-        #: Register stages of the output slice: 1 for a
-        #: :class:`~qmac.hw.pipeline.RegisterSlice`, 0 for a
-        #: :class:`~qmac.hw.pipeline.SkidBuffer`.
-        self.output_stages = int(self.output_slice == "register")
-        self.latency = 3 + self.output_stages + self._mac.latency + self._requant.latency
+        self.latency = 3 + self._mac.latency + self._requant.latency
         #: MAC cycles per input vector at full rate.
         self.cycles_per_vector = cfg.out_beats * cfg.beats
         super().__init__({
@@ -201,10 +183,9 @@ class LayerEngine(wiring.Component):
 
         m.submodules.mac = mac = self._mac
         m.submodules.requant = requant = self._requant
-        # The output slice makes the requantizer's enable (and through it the MAC array's and
+        # The skid buffer makes the requantizer's enable (and through it the MAC array's and
         # the reader's) independent of `o.ready`.
-        slice_type = RegisterSlice if self.output_stages else SkidBuffer
-        m.submodules.output = output = slice_type(layouts.engine_output_layout(cfg))
+        m.submodules.output = output = SkidBuffer(layouts.engine_output_layout(cfg))
         wiring.connect(m, requant.o, output.i)
         m.d.comb += requant.o_ready_next.eq(output.ready_next)
         wiring.connect(m, wiring.flipped(self.o), output.o)

@@ -5,8 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["global_enable", "output_enable", "stage", "register_side_band", "SkidBuffer",
-           "RegisterSlice"]
+__all__ = ["global_enable", "output_enable", "stage", "register_side_band", "SkidBuffer"]
 
 
 def global_enable(m, i, o):
@@ -106,61 +105,4 @@ class SkidBuffer(wiring.Component):
             m.d.sync += [skid.eq(self.i.p), skid_valid.eq(1)]
         with m.If(skid_valid & self.o.ready):
             m.d.sync += skid_valid.eq(0)
-        return m
-
-
-class RegisterSlice(wiring.Component):
-    """A stream register slice whose outputs are all registers: ``o.valid`` and ``o.p`` leave
-    flip-flops, and ``i.ready`` is one too.
-
-    A beat goes to the output register when that is empty or being read, else (``o``
-    stalled) to a skid register, and ``i.ready`` falls while the skid register is full. Unlike
-    :class:`SkidBuffer`, ``o.p`` never comes from ``i.p`` through a multiplexer, so whatever
-    drives ``i.p`` has only these two registers as loads (they can sit beside it), and whatever
-    reads ``o`` starts at a register.
-
-    Parameters
-    ----------
-    layout : data layout
-        The payload of both streams.
-
-    Members
-    -------
-    i : In(stream.Signature(layout))
-    o : Out(stream.Signature(layout))
-    ready_next : Out(1)
-        The value ``i.ready`` takes in the next cycle (a function of this cycle's ``i.valid``,
-        ``o.valid`` and ``o.ready``), so that the producer can register its own enable.
-
-    Timing: a beat transferred on ``i`` in cycle ``t`` is on ``o`` from cycle ``t + 1`` (one
-    cycle of latency); one beat per cycle; nothing is lost, duplicated or reordered under any
-    stall pattern.
-    """
-
-    def __init__(self, layout):
-        self.layout = layout
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
-                          "ready_next": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        skid = Signal(self.layout, name="skid", reset_less=True)    # data: no reset
-        out = Signal(self.layout, name="out", reset_less=True)
-        skid_valid = Signal()
-        load = Signal()                     # the output register is empty or being read
-        m.d.comb += [
-            load.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(~skid_valid),
-            self.o.p.eq(out),
-            # The skid register is full in the next cycle when the output register cannot
-            # take a beat now and one is waiting or offered.
-            self.ready_next.eq(load | ~(skid_valid | self.i.valid)),
-        ]
-        with m.If(load):
-            with m.If(skid_valid):
-                m.d.sync += [out.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [out.eq(self.i.p), self.o.valid.eq(self.i.valid)]
-        with m.Elif(self.i.valid & ~skid_valid):
-            m.d.sync += [skid.eq(self.i.p), skid_valid.eq(1)]
         return m
