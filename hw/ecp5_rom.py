@@ -15,14 +15,15 @@ Each ``DP16KD`` serves 36 bits of the word: its two ports read in 1024×18 mode,
 ``ceil(width / 36)`` blocks, as many as Yosys's 512×36 mapping.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, ShapeCastable, Signal, Value
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ShapeCastable, Signal, \
+    Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["RegisteredRom", "registered_rom", "MAX_DEPTH", "PORT_BITS", "initval",
-           "block_words"]
+__all__ = ["RegisteredRom", "registered_rom", "logic_rom", "MAX_DEPTH", "PORT_BITS", "initval",
+           "block_words", "rom_words"]
 
 
 #: Words of one ROM (each port of a block reads one half of its 1024 18-bit words).
@@ -30,6 +31,19 @@ MAX_DEPTH = 512
 
 #: Bits one port of a ``DP16KD`` reads in 1024×18 mode.
 PORT_BITS = 18
+
+
+def rom_words(shape, init):
+    """The words ``init`` of a ROM of ``shape`` (as :class:`~amaranth.lib.memory.Memory` takes
+    them) as unsigned ints of the shape's width."""
+    width = Value.cast(Signal(shape)).shape().width
+    mask = (1 << width) - 1
+    words = []
+    for word in init:
+        value = Const.cast(shape.const(word)) if isinstance(shape, ShapeCastable) \
+            else Const(word, shape)
+        words.append(value.value & mask)
+    return words
 
 
 def block_words(words, width, block):
@@ -106,15 +120,7 @@ class RegisteredRom(wiring.Component):
 
     def words(self):
         """The contents as unsigned ints of ``width`` bits."""
-        mask = (1 << self.width) - 1
-        words = []
-        for word in self._init:
-            if isinstance(self.shape, ShapeCastable):
-                value = Const.cast(self.shape.const(word))
-            else:
-                value = Const(word, self.shape)
-            words.append(value.value & mask)
-        return words
+        return rom_words(self.shape, self._init)
 
     def elaborate(self, platform):
         m = Module()
@@ -169,3 +175,55 @@ def registered_rom(m, name, *, shape, depth, init, primitive):
     with m.If(oce):
         m.d.sync += data.eq(read.data)
     return read.addr, read.en, oce, data
+
+
+def logic_rom(m, name, *, shape, depth, init):
+    """A ROM in logic with the two register stages of :func:`registered_rom`: an address
+    register (``en``), a table of constants (LUTs), then the data register (``oce``); the
+    registers and table are added to ``m``, named after ``name``. Both registers can sit beside
+    the logic that drives the address and reads the data, where a block RAM's fixed site may be
+    far from both. For small ROMs (a LUT6 per bit, four LUT4 and two wide-function
+    multiplexers, holds 64 words). The address register is two copies, each addressing the
+    table of half the bits, to halve its fan-out; their power-up values differ (all zeros, all
+    ones; the data register takes no word before a read) so that Yosys does not merge them.
+    Returns its ``(addr, en, oce, data)``: ``data`` is the word at ``addr`` of the last cycle
+    with ``en`` high, taken in the last cycle with ``oce`` high after it (as
+    :class:`RegisteredRom`)."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth of a logic ROM must be a positive integer, not {depth!r}")
+    words = rom_words(shape, list(init))
+    width = Value.cast(Signal(shape)).shape().width
+    words += [0] * (depth - len(words))
+    addr = Signal(range(max(2, depth)), name=f"{name}_addr")
+    en = Signal(name=f"{name}_en")
+    oce = Signal(name=f"{name}_oce")
+    table = Signal(width, name=f"{name}_table")
+    data = Signal(shape, name=f"{name}_data", reset_less=True)     # data: no reset
+    halves = [(0, (width + 1) // 2), ((width + 1) // 2, width)]
+    for copy, (start, stop) in enumerate(halves):
+        if start == stop:
+            continue
+        addr_reg = Signal(len(addr), name=f"{name}_addr_reg{copy}", reset_less=True,
+                          init=-copy & ((1 << len(addr)) - 1))
+        with m.If(en):
+            m.d.sync += addr_reg.eq(addr)
+        mask = (1 << (stop - start)) - 1
+        # A tree of multiplexers on constants, not a `Switch`: Yosys turns a switch of
+        # constants into a memory (`proc_rom`), which it may then map to a block RAM.
+        m.d.comb += table[start:stop].eq(
+            _mux_tree([Const((word >> start) & mask, stop - start) for word in words],
+                      addr_reg))
+    with m.If(oce):
+        m.d.sync += Value.cast(data).eq(table)
+    return addr, en, oce, data
+
+
+def _mux_tree(values, select):
+    """``values[select]`` as a binary tree of multiplexers (``values`` past the end: the last
+    one; the caller pads to the depth it addresses)."""
+    level, bit = list(values), 0
+    while len(level) > 1:
+        level = [Mux(select[bit], level[k + 1], level[k]) if k + 1 < len(level) else level[k]
+                 for k in range(0, len(level), 2)]
+        bit += 1
+    return level[0]

@@ -11,12 +11,17 @@ from . import checks
 from . import layouts
 from .mac_array import MacArray, check_levels_per_stage
 from .pipeline import SkidBuffer
-from .ecp5_rom import registered_rom
+from .ecp5_rom import logic_rom, registered_rom
 from .requant import FoldRequantizer, distinct_shifts
 from . import threshold
 
 
-__all__ = ["LayerEngine"]
+__all__ = ["LayerEngine", "LOGIC_PARAM_DEPTH"]
+
+
+#: The deepest requantizer parameter memory that a plan for ECP5 keeps in LUTs by default (a
+#: LUT6, four LUT4 and two wide-function multiplexers of one slice pair, per bit).
+LOGIC_PARAM_DEPTH = 64
 
 
 class LayerEngine(wiring.Component):
@@ -54,6 +59,14 @@ class LayerEngine(wiring.Component):
         Passed to :class:`MacArray`.
     mul_plan : MulPlan, optional
         Passed to :class:`MacArray` and :class:`FoldRequantizer`.
+    param_rom : {"block", "logic"}, optional
+        Where the multiply requantizer's parameter memory lives: ``"block"``, a block RAM
+        (:func:`~qmac.hw.ecp5_rom.registered_rom`); ``"logic"``, a table in LUTs between an
+        address register and the data register (:func:`~qmac.hw.ecp5_rom.logic_rom`), so that
+        the requantizer's address logic does not route to a block RAM's fixed site across the
+        part. Default: ``"logic"`` with a plan for ECP5 when the memory has at most
+        :data:`LOGIC_PARAM_DEPTH` words, else ``"block"``. Both have the same two register
+        stages and enables.
 
     Members
     -------
@@ -75,7 +88,8 @@ class LayerEngine(wiring.Component):
     (``mul_plan.family == "ecp5"``) the ``DP16KD`` blocks' own output registers
     (:class:`~qmac.hw.ecp5_rom.RegisteredRom`, ``REGMODE = "OUTREG"``; Yosys maps memories only
     without them, and the block's clock-to-output then sets the clock), elsewhere a fabric
-    register after the memory's read port. Backpressure on ``o`` stalls the whole
+    register after the memory's read port (a parameter memory in logic, ``param_rom``, has
+    the same two stages). Backpressure on ``o`` stalls the whole
     pipeline (global enables) one cycle late: ``o`` leaves a
     :class:`~qmac.hw.pipeline.SkidBuffer`, so no enable inside depends on ``o.ready``. Nothing is
     lost, duplicated or reordered, and no ``valid`` depends on a ``ready``. A synchronous reset
@@ -86,10 +100,12 @@ class LayerEngine(wiring.Component):
     hw.checks.RangeError
         ``weights``, ``M``, ``B`` or ``S`` of the wrong shape or out of range (the message names
         the index and the value).
+    ValueError
+        ``param_rom`` is not ``None``, ``"block"`` or ``"logic"``.
     """
 
     def __new__(cls, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
-                levels_per_stage=1, mul_plan=None):
+                levels_per_stage=1, mul_plan=None, param_rom=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         checks.check_weights(cfg, weights)
@@ -100,10 +116,12 @@ class LayerEngine(wiring.Component):
         check_levels_per_stage(levels_per_stage)
         if mul_plan is not None:
             mul_plan.check(cfg)
+        if param_rom not in (None, "block", "logic"):
+            raise ValueError(f"param_rom must be None, 'block' or 'logic', not {param_rom!r}")
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
     def __init__(self, cfg, weights, M=None, B=None, S=None, *, thresholds=None,
-                 levels_per_stage=1, mul_plan=None):
+                 levels_per_stage=1, mul_plan=None, param_rom=None):
         self.cfg = cfg
         self.weights = checks.check_weights(cfg, weights)
         #: ``"multiply"`` or ``"threshold"``: the requantizer this engine builds.
@@ -121,6 +139,13 @@ class LayerEngine(wiring.Component):
             self._requant = FoldRequantizer(cfg, distinct_shifts(self.S), shift_style="auto",
                                             mul_plan=mul_plan, registered_enable=True,
                                             registered_params=True)
+        #: ``"block"`` or ``"logic"``: where the requantizer's parameter memory lives (``None``
+        #: with the threshold requantizer, which holds its own tables).
+        self.param_rom = None
+        if self.requant_style != "threshold":
+            ecp5 = self._mac.mul_plan.family == "ecp5"
+            self.param_rom = param_rom if param_rom is not None else \
+                "logic" if ecp5 and self._requant.depth <= LOGIC_PARAM_DEPTH else "block"
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 3 + self._mac.latency + self._requant.latency
@@ -180,22 +205,31 @@ class LayerEngine(wiring.Component):
         if self.requant_style != "threshold":      # the threshold unit holds its own tables
             # Read by the requantizer through the memory's output register (a DP16KD with
             # REGMODE OUTREG on ECP5), which is its operand register for these fields.
-            params = registered_rom(
-                m, "params", shape=requant.param_layout, depth=requant.depth,
-                init=requant.param_words(self.M, self.B, self.S), primitive=ecp5)
+            init = requant.param_words(self.M, self.B, self.S)
+            if self.param_rom == "logic":
+                params = logic_rom(m, "params", shape=requant.param_layout,
+                                   depth=requant.depth, init=init)
+            else:
+                params = registered_rom(m, "params", shape=requant.param_layout,
+                                        depth=requant.depth, init=init, primitive=ecp5)
 
         # -- writer: input beats into the buffer bank of the vector being loaded --------------
         # `pending` counts vectors between the writer and the reader: 0 when both work on the
         # same vector, 1 when the writer loads the next one, 2 when that one is complete and
         # waits for the reader to finish the current one (the writer then stalls).
         pending = Signal(range(3))
+        # `pending != 0` and `pending == 2` as flip-flops of their own (set from the next
+        # value of `pending`), so that `i.ready` and the reader's `available` start at a
+        # register and not at a comparison.
+        pending_any = Signal(name="pending_any")
+        pending_full = Signal(name="pending_full")
         w_beat = Signal(range(max(2, beats)), name="write_beat")
         w_bank = Signal(name="write_bank")
         written = Signal(name="vector_written")
         buf_w = buffer.write_port()
         write = Signal()
         m.d.comb += [
-            self.i.ready.eq(pending != 2),
+            self.i.ready.eq(~pending_full),
             write.eq(self.i.valid & self.i.ready),
             buf_w.addr.eq(Mux(w_bank, beats, 0) + w_beat),
             buf_w.data.eq(self.i.p.x),
@@ -219,17 +253,25 @@ class LayerEngine(wiring.Component):
         r_bank = Signal(name="read_bank")
         w_addr = Signal(range(max(2, folds * beats)), name="weight_addr")
         buf_r = buffer.read_port()
-        advance = Signal()
         available = Signal()
         lead = Signal(name="write_lead")
         issue = Signal()
         finished = Signal(name="vector_finished")
+        read_valid = Signal(name="read_valid")
+        if mac.free_running:
+            # `mac.i.ready` is a register whose next value the array tells: `advance` (the
+            # enable of the reader, its memories' read and output registers included) is then
+            # a flip-flop too, always equal to `~mac.i.valid | mac.i.ready`, for its fan-out.
+            advance = Signal(init=1, name="advance")
+            m.d.sync += advance.eq(~Mux(advance, read_valid, mac.i.valid) | mac.i_ready_next)
+        else:
+            advance = Signal(name="advance")
+            m.d.comb += advance.eq(~mac.i.valid | mac.i.ready)
         m.d.comb += [
-            advance.eq(~mac.i.valid | mac.i.ready),
             # Beat `r_beat` of the vector being read is in the buffer (written in an earlier
             # cycle: the read never meets the write of the same word): the writer is on a later
             # vector, or (`lead`) on the same one and ahead of the reader.
-            available.eq((pending != 0) | lead),
+            available.eq(pending_any | lead),
             issue.eq(advance & available),
             finished.eq(issue & r_fold_last & r_beat_last),
             buf_r.addr.eq(Mux(r_bank, beats, 0) + r_beat),
@@ -238,7 +280,6 @@ class LayerEngine(wiring.Component):
             weight_en.eq(advance),
             weight_oce.eq(advance),
         ]
-        read_valid = Signal(name="read_valid")
         read_first = Signal(name="read_first")
         read_last = Signal(name="read_last")
         x_reg = Signal(x_layout, name="x_reg", reset_less=True)
@@ -283,7 +324,10 @@ class LayerEngine(wiring.Component):
             m.d.sync += lead.eq(~d_is(0) & (~available | ~d_is(1)))
 
         # As one sum (no clock enable): the enable would be one more logic level after `issue`.
-        m.d.sync += pending.eq(pending + written - finished)
+        pending_next = Signal(range(3), name="pending_next")
+        m.d.comb += pending_next.eq(pending + written - finished)
+        m.d.sync += [pending.eq(pending_next), pending_any.eq(pending_next != 0),
+                     pending_full.eq(pending_next == 2)]
 
         wiring.connect(m, mac.o, requant.i)
         if self.requant_style != "threshold":

@@ -39,10 +39,11 @@ class MacArray(wiring.Component):
     when ``OV`` changed a value and cleared by the next ``first`` beat. A beat marked ``last``
     (it may also be ``first``) produces one output beat holding the ``rows`` accumulators.
 
-    Pipeline: registered products, then the adder tree with one register every
-    ``levels_per_stage`` adder levels (``ceil(log2(cols))`` levels in all), then the
-    accumulator register, which is also the output register (or, with ``free_running``, feeds
-    the output buffer); with ``route_registers`` each stage's inputs are registered once more.
+    Pipeline: with ``operand_registers`` a register on every operand, then registered
+    products, then the adder tree with one register every ``levels_per_stage`` adder levels
+    (``ceil(log2(cols))`` levels in all), then the accumulator register, which is also the
+    output register (or, with ``free_running``, feeds the output buffer); with
+    ``route_registers`` each stage's inputs are registered once more.
     When the plan packs products two per iCE40 ``SB_MAC16`` (style ``"dsp2"``,
     :class:`~qmac.hw.ice40_mac.DualProduct8x8`), the products take two register stages (the
     block's input and product registers); the other products of the array then register their
@@ -68,14 +69,20 @@ class MacArray(wiring.Component):
         no target part.
     free_running : bool, optional
         A data path without enable and an output buffer with credits (see Timing); default:
-        when the plan has ``"dspreg"`` products, or ``"dsp2"`` products and dot products of at
-        least :attr:`latency` beats (an output buffer of two results).
+        when the plan has ``"dspreg"`` products, or ``"dsp2"`` products and dot products of more
+        than :attr:`latency` beats (an output buffer of two results).
     route_registers : bool, optional
         A register on every adder input: before each tree stage (the products included) and
         before the accumulators, so that the route between two adders (or from a DSP block,
         which may sit far across the part) has a cycle of its own, apart from the carry
         chain; ``ceil(ceil(log2(cols)) / levels_per_stage) + 1`` stages more. Default: with
         ``free_running`` with ``"dspreg"`` products.
+    operand_registers : bool, optional
+        A fabric register on every multiplier operand before the products (one per weight,
+        one per activation column), so that the route into a DSP block from whatever feeds
+        ``i`` (a block RAM's output register across the part, in the layer engine) has a cycle
+        of its own; one stage more. Default: with ``route_registers`` when the plan has
+        ``"dspreg"`` products.
 
     Members
     -------
@@ -83,10 +90,14 @@ class MacArray(wiring.Component):
         Input beats.
     o : Out(stream.Signature(layouts.mac_output_layout(cfg)))
         One beat per input beat marked ``last``.
+    i_ready_next : Out(1)
+        With ``free_running`` only: the value ``i.ready`` (a register) takes in the next cycle,
+        so that the producer can register its own enable.
 
     Timing: a ``last`` beat transferred on ``i`` in cycle ``t`` makes ``o.valid`` high in cycle
     ``t + latency`` when ``o`` does not stall, with
-    ``latency = 1 + product_stages + tree_stages + route_stages + free_running``, with
+    ``latency = 1 + operand_registers + product_stages + tree_stages + route_stages +
+    free_running``, with
     ``tree_stages = ceil(ceil(log2(cols)) / levels_per_stage)``, ``route_stages`` that number
     plus one with ``route_registers`` (else 0) and
     ``product_stages = mul_plan.product_stages``: 2 when the plan has ``"dsp2"`` products,
@@ -98,16 +109,17 @@ class MacArray(wiring.Component):
     and ``i.ready = en``: a stall on ``o`` freezes every stage.
 
     With ``free_running`` (default: with ``"dspreg"`` products, and ``"dsp2"`` products on
-    dot products of at least ``latency`` beats: arrays large or slow-routed enough for an
+    dot products of more than ``latency`` beats: arrays large or slow-routed enough for an
     enable's fan-out to set the clock) there is no
     enable: the products (their DSP blocks' clock enables tied high), the adder tree and the
     side band move on in every cycle, and the accumulators take only the beats marked valid. An
     output buffer of :attr:`buffer_depth` results (the output register and a small first-in first-out
     memory; ``1 + ceil(latency / cfg.beats)`` results, so that ``i`` never waits at full rate)
-    catches every result in flight. ``i.ready`` is a register: high inside a dot product, and
-    between dot products while the buffer has room for one more result beyond those reserved
-    (credits: the first beat of a dot product on ``i`` takes one, a beat on ``o`` gives one
-    back). ``o.ready`` drives only the buffer. The latency is one cycle more than without.
+    catches every result in flight. ``i.ready`` is a register (its next value is
+    ``i_ready_next``): high inside a dot product, and between dot products while the buffer has
+    room for one more result beyond those reserved (credits: the first beat of a dot product
+    on ``i`` takes one, a beat on ``o`` gives one back in the next cycle). ``o.ready`` drives
+    only the buffer. The latency is one cycle more than without.
 
     Raises
     ------
@@ -116,7 +128,7 @@ class MacArray(wiring.Component):
     """
 
     def __new__(cls, cfg, *, levels_per_stage=1, mul_plan=None, free_running=None,
-                route_registers=None):
+                route_registers=None, operand_registers=None):
         # Refuse bad arguments before the component exists: one created but never elaborated
         # would make Amaranth warn (UnusedElaboratable) when it is collected.
         check_levels_per_stage(levels_per_stage)
@@ -125,7 +137,7 @@ class MacArray(wiring.Component):
         return super().__new__(cls, src_loc_at=1)       # the warning location is the caller's
 
     def __init__(self, cfg, *, levels_per_stage=1, mul_plan=None, free_running=None,
-                route_registers=None):
+                route_registers=None, operand_registers=None):
         self.cfg = cfg
         self.levels_per_stage = levels_per_stage
         self.mul_plan = (plan_multipliers(cfg) if mul_plan is None else mul_plan).check(cfg)
@@ -139,10 +151,10 @@ class MacArray(wiring.Component):
         #: Timing) rather than stalling as a whole under one global enable.
         if free_running is None:
             # With "dsp2" products (iCE40: no distributed RAM, the output buffer is flip-flops
-            # and multiplexers) only where it holds at most two results: dot products of at
-            # least `latency` beats.
+            # and multiplexers) only where it holds at most two results: dot products of more
+            # than `latency` beats.
             free_running = self.mul_plan.registered or (
-                self.mul_plan.packed and 2 + self.product_stages + self.tree_stages <= cfg.beats)
+                self.mul_plan.packed and 3 + self.product_stages + self.tree_stages <= cfg.beats)
         self.free_running = bool(free_running)
         #: Whether every adder input (each tree stage's operands and each accumulator's beat
         #: sum) passes through a register of its own before the adder.
@@ -151,17 +163,26 @@ class MacArray(wiring.Component):
         #: Register stages of :attr:`route_registers`: one before each tree stage and one
         #: before the accumulators (else 0).
         self.route_stages = (self.tree_stages + 1) if self.route_registers else 0
+        #: Whether every multiplier operand passes through a fabric register of its own before
+        #: the products (one stage).
+        self.operand_registers = (self.route_registers and "mac_dspreg" in
+                                  self.mul_plan.counts()) \
+            if operand_registers is None else bool(operand_registers)
         #: Cycles from the transfer of a ``last`` beat on ``i`` to ``o.valid``, without stalls.
-        self.latency = 1 + self.product_stages + self.tree_stages + self.route_stages + \
-            int(self.free_running)
+        self.latency = 1 + int(self.operand_registers) + self.product_stages + \
+            self.tree_stages + self.route_stages + int(self.free_running)
         #: Results the output buffer holds (free-running data path only; else 0): enough that
         #: ``i`` never waits at full rate with dot products of ``cfg.beats`` beats (a result's
-        #: place is reserved at the dot product's first beat, for ``beats + latency`` cycles).
-        self.buffer_depth = 1 + -(-self.latency // cfg.beats) if self.free_running else 0
-        super().__init__({
+        #: place is reserved at the dot product's first beat, for ``beats + latency + 1``
+        #: cycles: its credit comes back in the cycle after its transfer on ``o``).
+        self.buffer_depth = 1 + -(-(self.latency + 1) // cfg.beats) if self.free_running else 0
+        members = {
             "i": In(stream.Signature(layouts.mac_input_layout(cfg))),
             "o": Out(stream.Signature(layouts.mac_output_layout(cfg))),
-        })
+        }
+        if self.free_running:
+            members["i_ready_next"] = Out(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -181,23 +202,36 @@ class MacArray(wiring.Component):
         # A beat enters the pipeline when it is transferred (with a global enable, ``en`` is
         # ``i.ready`` and holds the first stage).
         in_valid = self.i.valid & self.i.ready
+        first, last = self.i.p.first, self.i.p.last
+        # The multiplier operands: ``x[c]`` of each column, ``w[r][c]`` of each product.
+        x = [self.i.p.x[c] for c in range(cfg.cols)]
+        w = [[self.i.p.w[r][c] for c in range(cfg.cols)] for r in range(cfg.rows)]
+        if self.operand_registers:
+            # One register per operand (a weight feeds one product, so each weight register
+            # can sit by its DSP block), one stage like the side band.
+            x = [self._register(m, en, value, f"x_op_{c}", reset_less)
+                 for c, value in enumerate(x)]
+            w = [[self._register(m, en, value, f"w_op_{r}_{c}", reset_less)
+                  for c, value in enumerate(row)] for r, row in enumerate(w)]
+            in_valid, first, last = stage(m, en, "operand", valid=in_valid, first=first,
+                                          last=last)
 
         # Registered products. ``x·w`` fits ``exact_product_bits`` signed for either signedness of
         # ``x``; the slice drops the extra bit of an unsigned-by-signed product.
         exact_product_bits = cfg.sum_bits(1)
         if self.mul_plan.packed:
-            products = self._packed_products(m, en, exact_product_bits)
-            valid, first, last = stage(m, en, "operand", valid=in_valid,
-                                       first=self.i.p.first, last=self.i.p.last)
+            products = self._packed_products(m, en, x, w, exact_product_bits)
+            valid, first, last = stage(m, en, "dsp_input", valid=in_valid, first=first,
+                                       last=last)
             valid, first, last = stage(m, en, "product", valid=valid, first=first, last=last)
         elif self.mul_plan.registered:
-            products = self._registered_products(m, en, exact_product_bits)
-            valid, first, last = in_valid, self.i.p.first, self.i.p.last
+            products = self._registered_products(m, en, x, w, exact_product_bits)
+            valid = in_valid
             for k in range(self.product_stages):
                 valid, first, last = stage(m, en, f"product{k}", valid=valid, first=first,
                                            last=last)
         else:
-            products = self._pack_products(m, en, exact_product_bits)
+            products = self._pack_products(m, en, x, w, exact_product_bits)
             for r in range(cfg.rows):
                 for c in range(cfg.cols):
                     if (r, c) in products:
@@ -206,11 +240,10 @@ class MacArray(wiring.Component):
                                          reset_less=self.free_running)
                     with m.If(en):
                         m.d.sync += product_reg.eq(
-                            product(self.i.p.x[c], self.i.p.w[r][c], self.mul_plan.mac[r][c])
+                            product(x[c], w[r][c], self.mul_plan.mac[r][c])
                             [:exact_product_bits].as_signed())
                     products[r, c] = product_reg
-            valid, first, last = stage(m, en, "product", valid=in_valid,
-                                       first=self.i.p.first, last=self.i.p.last)
+            valid, first, last = stage(m, en, "product", valid=in_valid, first=first, last=last)
         rows = [[(products[r, c], 1) for c in range(cfg.cols)] for r in range(cfg.rows)]
 
         # Adder tree: each node is (signal, number of products it sums), so that every node has
@@ -294,6 +327,14 @@ class MacArray(wiring.Component):
         return m
 
     @staticmethod
+    def _register(m, en, value, name, reset_less):
+        """``value`` through one register named ``name``, taking it while ``en`` is high."""
+        register = Signal(value.shape(), name=name, reset_less=reset_less)
+        with m.If(en):
+            m.d.sync += register.eq(value)
+        return register
+
+    @staticmethod
     def _route_register(m, en, rows, prefix, reset_less):
         """``rows`` (of tree nodes ``(signal, count)``) through one register each, named
         ``{prefix}_{row}_{k}``: a cycle for the route to the adder that takes them."""
@@ -308,7 +349,7 @@ class MacArray(wiring.Component):
             registered_rows.append(registered_row)
         return registered_rows
 
-    def _pack_products(self, m, en, exact_product_bits):
+    def _pack_products(self, m, en, x, w, exact_product_bits):
         """The ``"pack"`` products: each group of :meth:`MulPlan.pack_groups` (rows of one
         column) in one :class:`PackedProducts` block, one register stage like the other styles.
         Returns ``{(r, c): product}``."""
@@ -320,10 +361,10 @@ class MacArray(wiring.Component):
             block = PackedProducts(a_bits=cfg.a_bits, a_signed=cfg.a_signed, w_bits=cfg.w_bits,
                                    count=len(group))
             m.submodules[f"pack_{k}"] = block
-            m.d.comb += [block.en.eq(en), block.x.eq(self.i.p.x[group[0][1]])]
+            m.d.comb += [block.en.eq(en), block.x.eq(x[group[0][1]])]
             for i, (r, c) in enumerate(group):
                 node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
-                m.d.comb += [block.w[i].eq(self.i.p.w[r][c]),
+                m.d.comb += [block.w[i].eq(w[r][c]),
                              node.eq(block.p[i][:exact_product_bits].as_signed())]
                 products[r, c] = node
         return products
@@ -337,8 +378,9 @@ class MacArray(wiring.Component):
         stored result first. The buffer never overflows: ``credits`` counts the results it can
         still take minus those reserved; the first beat of a dot product transferred on ``i``
         (any beat while ``inside``, a dot product begun, is low) takes one, a beat transferred
-        on ``o`` gives one back. ``i.ready`` is a register: high inside a dot product (its
-        result has its place) and, between dot products, while a credit is left."""
+        on ``o`` gives one back in the next cycle. ``i.ready`` is a register (``i_ready_next``
+        its next value): high inside a dot product (its result has its place) and, between
+        dot products, while a credit is left."""
         cfg = self.cfg
         layout = layouts.mac_output_layout(cfg)
         depth = self.buffer_depth
@@ -353,12 +395,15 @@ class MacArray(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(ready),
             take.eq(self.i.valid & ready & ~inside),
-            give.eq(self.o.valid & self.o.ready),
             inside_next.eq(Mux(self.i.valid & ready, ~self.i.p.last, inside)),
         ]
+        # `give` is the transfer on `o` of the last cycle: a register, so that the consumer's
+        # `o.ready` ends at one flip-flop here and not in the credit logic.
+        m.d.sync += give.eq(self.o.valid & self.o.ready)
         credits = _thermometer(m, "credits", depth, init=depth, up=give, down=take)
-        m.d.sync += [inside.eq(inside_next),
-                     ready.eq(inside_next | _thermometer_next(credits, 0, up=give, down=take))]
+        m.d.comb += self.i_ready_next.eq(inside_next |
+                                         _thermometer_next(credits, 0, up=give, down=take))
+        m.d.sync += [inside.eq(inside_next), ready.eq(self.i_ready_next)]
 
         out_free = Signal(name="out_free")
         out = Signal(layout, name="out", reset_less=True)     # data: no reset
@@ -381,7 +426,11 @@ class MacArray(wiring.Component):
             read.addr.eq(consume),
             write.addr.eq(produce),
             write.data.eq(done),
-            write.en.eq(push),
+            # Every finished result is written at `produce`, so that the write enable of the
+            # (wide, distributed) memory is the flip-flop `done_valid` alone and not a function
+            # of `o.ready`. Only a pushed one advances `produce`: one that went to `o` instead
+            # was written while the memory was empty, into a free place.
+            write.en.eq(done_valid),
         ]
         with m.If(out_free):
             with m.If(stored[0]):
@@ -393,7 +442,7 @@ class MacArray(wiring.Component):
         with m.If(pop):
             m.d.sync += consume.eq(consume + 1)
 
-    def _packed_products(self, m, en, exact_product_bits):
+    def _packed_products(self, m, en, x, w, exact_product_bits):
         """The products of a plan with ``"dsp2"`` products, two register stages each: pairs of
         ``"dsp2"`` products in :class:`DualProduct8x8` blocks (enabled by ``en``), the others as
         registered operands, then a registered product. Returns ``{(r, c): product}``."""
@@ -407,8 +456,8 @@ class MacArray(wiring.Component):
             m.d.comb += block.en.eq(en)
             for half, (r, c) in zip(("top", "bot"), pair):
                 m.d.comb += [
-                    getattr(block, f"a_{half}").eq(self.i.p.x[c]),
-                    getattr(block, f"b_{half}").eq(self.i.p.w[r][c]),
+                    getattr(block, f"a_{half}").eq(x[c]),
+                    getattr(block, f"b_{half}").eq(w[r][c]),
                 ]
                 node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
                 m.d.comb += node.eq(getattr(block, f"p_{half}")[:exact_product_bits].as_signed())
@@ -417,20 +466,20 @@ class MacArray(wiring.Component):
             for c in range(cfg.cols):
                 if plan.mac[r][c] == "dsp2":
                     continue
-                x_reg = Signal(self.i.p.x[c].shape(), name=f"x_reg_{r}_{c}")
-                w_reg = Signal(self.i.p.w[r][c].shape(), name=f"w_reg_{r}_{c}")
+                x_reg = Signal(x[c].shape(), name=f"x_reg_{r}_{c}")
+                w_reg = Signal(w[r][c].shape(), name=f"w_reg_{r}_{c}")
                 product_reg = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
                 with m.If(en):
                     m.d.sync += [
-                        x_reg.eq(self.i.p.x[c]),
-                        w_reg.eq(self.i.p.w[r][c]),
+                        x_reg.eq(x[c]),
+                        w_reg.eq(w[r][c]),
                         product_reg.eq(product(x_reg, w_reg, plan.mac[r][c])
                                        [:exact_product_bits].as_signed()),
                     ]
                 products[r, c] = product_reg
         return products
 
-    def _registered_products(self, m, en, exact_product_bits):
+    def _registered_products(self, m, en, x, w, exact_product_bits):
         """The products of a plan with ``"dspreg"`` products, ``product_stages`` register stages
         each: ``"dspreg"`` products in :class:`RegisteredProduct` blocks (enabled by ``en``), the
         others as registered operands, a registered product, then delay registers. Returns
@@ -440,23 +489,23 @@ class MacArray(wiring.Component):
         products = {}
         for r in range(cfg.rows):
             for c in range(cfg.cols):
-                x, w = self.i.p.x[c], self.i.p.w[r][c]
+                a, b = x[c], w[r][c]
                 if plan.mac[r][c] == "dspreg":
                     block = RegisteredProduct(a_bits=cfg.a_bits, a_signed=cfg.a_signed,
                                               b_bits=cfg.w_bits, b_signed=True,
                                               registers=plan.dsp_registers,
                                               primitive=plan.primitives)
                     m.submodules[f"mult18_{r}_{c}"] = block
-                    m.d.comb += [block.en.eq(en), block.a.eq(x), block.b.eq(w)]
+                    m.d.comb += [block.en.eq(en), block.a.eq(a), block.b.eq(b)]
                     node = Signal(signed(exact_product_bits), name=f"product_{r}_{c}")
                     m.d.comb += node.eq(block.p[:exact_product_bits].as_signed())
                     products[r, c] = node
                     continue
-                x_reg = Signal(x.shape(), name=f"x_reg_{r}_{c}", reset_less=True)
-                w_reg = Signal(w.shape(), name=f"w_reg_{r}_{c}", reset_less=True)
+                x_reg = Signal(a.shape(), name=f"x_reg_{r}_{c}", reset_less=True)
+                w_reg = Signal(b.shape(), name=f"w_reg_{r}_{c}", reset_less=True)
                 value = product(x_reg, w_reg, plan.mac[r][c])[:exact_product_bits].as_signed()
                 with m.If(en):
-                    m.d.sync += [x_reg.eq(x), w_reg.eq(w)]
+                    m.d.sync += [x_reg.eq(a), w_reg.eq(b)]
                 for k in range(1, self.product_stages):
                     register = Signal(signed(exact_product_bits), name=f"product{k}_{r}_{c}",
                                       reset_less=True)

@@ -302,16 +302,19 @@ def test_registered_mac_array(cfg, registers):
     stages = len(REGISTER_MODES[registers])
     one = dot_product_beats(cfg, mac_stimulus(cfg, 7, 1)[:1])
     assert measure_latency(MacArray(cfg, mul_plan=plan), one) == dut.latency
-    # The DSP's register stages, plus one for the output buffer of the free-running data path
-    # and its route registers, one before each tree level and the accumulators (both on by
-    # default with "dspreg").
+    # The DSP's register stages, plus one for the output buffer of the free-running data path,
+    # its route registers, one before each tree level and the accumulators, and its operand
+    # registers (all on by default with "dspreg").
     tree = (cfg.cols - 1).bit_length()
     assert dut.free_running and dut.route_registers and dut.route_stages == tree + 1
-    assert dut.latency == 1 + stages + tree + 1 + (tree + 1)
-    assert measure_latency(MacArray(cfg), one) == dut.latency - (stages - 1) - 1 - (tree + 1)
+    assert dut.operand_registers
+    assert dut.latency == 1 + 1 + stages + tree + 1 + (tree + 1)
+    assert measure_latency(MacArray(cfg), one) == \
+        dut.latency - 1 - (stages - 1) - 1 - (tree + 1)
     plain = MacArray(cfg, mul_plan=plan, free_running=False)
     assert not plain.free_running and not plain.route_registers and plain.buffer_depth == 0
-    assert measure_latency(plain, one) == plain.latency == dut.latency - 1 - (tree + 1)
+    assert not plain.operand_registers
+    assert measure_latency(plain, one) == plain.latency == dut.latency - 1 - 1 - (tree + 1)
     check_registered_mac(cfg, plan, seed=2, count=6)
     check_registered_mac(cfg, plan, seed=3, count=6, free_running=False)
 

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Fragment
 from amaranth.hdl import Module, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from qmac.hw.ecp5_rom import MAX_DEPTH, PORT_BITS, RegisteredRom, block_words, initval
+from qmac.hw.ecp5_rom import (MAX_DEPTH, PORT_BITS, RegisteredRom, block_words, initval,
+                              logic_rom, registered_rom)
+from harness import run
 
 
 def yosys():
@@ -120,3 +123,100 @@ def test_registered_rom_rejects_bad_depth():
         with pytest.raises(ValueError, match=rf"depth of a DP16KD ROM must be 1 to 512, "
                                              rf"not {depth}"):
             RegisteredRom(shape=8, depth=depth, init=[])
+
+
+class TwoRoms(wiring.Component):
+    """:func:`logic_rom` and :func:`registered_rom` (a memory and a register) of the same
+    words, on the same ``addr``, ``en`` and ``oce``."""
+
+    def __init__(self, layout, depth, init):
+        self.layout, self.depth, self.init = layout, depth, init
+        super().__init__({"addr": In(range(depth)), "en": In(1), "oce": In(1),
+                          "logic": Out(layout), "block": Out(layout)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, ports in (("logic", logic_rom(m, "logic", shape=self.layout, depth=self.depth,
+                                                init=self.init)),
+                            ("block", registered_rom(m, "block", shape=self.layout,
+                                                     depth=self.depth, init=self.init,
+                                                     primitive=False))):
+            addr, en, oce, value = ports
+            m.d.comb += [addr.eq(self.addr), en.eq(self.en), oce.eq(self.oce),
+                         getattr(self, name).eq(value)]
+        return m
+
+
+LOGIC_LAYOUT = data.StructLayout({"m": data.ArrayLayout(signed(5), 2), "b": signed(11)})
+
+
+def logic_words(depth, count, seed):
+    rng = random.Random(seed)
+    return [{"m": [rng.randint(-16, 15) for _ in range(2)], "b": rng.randint(-1024, 1023)}
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize("depth, count", [(1, 1), (13, 9), (64, 64)])
+def test_logic_rom_stages(depth, count):
+    """A ROM in logic: ``data`` is the word read at the last ``en``, taken at the last ``oce``
+    (words past ``init`` are zero), cycle by cycle under random enables, as the memory and
+    register of :func:`registered_rom`."""
+    init = logic_words(depth, count, depth)
+    dut = TwoRoms(LOGIC_LAYOUT, depth, init)
+    words = [LOGIC_LAYOUT.const(word).as_value().value for word in init] + \
+        [0] * (depth - count)
+    mask = (1 << LOGIC_LAYOUT.size) - 1
+
+    async def bench(ctx):
+        rng = random.Random(7)
+        read = out = None
+        for _ in range(300):
+            addr, en, oce = rng.randrange(depth), rng.random() < 0.6, rng.random() < 0.6
+            ctx.set(dut.addr, addr)
+            ctx.set(dut.en, en)
+            ctx.set(dut.oce, oce)
+            await ctx.tick()
+            # Both registers take their inputs at this edge: `out` the word read before it.
+            out = read if oce else out
+            read = words[addr] if en else read
+            if out is not None:
+                got = [ctx.get(dut.logic).as_value().value & mask,
+                       ctx.get(dut.block).as_value().value & mask]
+                assert got == [out, out]
+
+    run(dut, bench)
+
+
+def test_logic_rom_maps_to_luts(tmp_path):
+    """Yosys keeps a logic ROM in LUTs (no block RAM, which its address register would allow),
+    and both copies of its address register."""
+    rng = random.Random(5)
+    words = [rng.getrandbits(90) for _ in range(64)]
+
+    class Rom(wiring.Component):
+        addr: In(6)
+        oce: In(1)
+        data: Out(90)
+
+        def elaborate(self, platform):
+            m = Module()
+            addr, en, oce, value = logic_rom(m, "rom", shape=90, depth=64, init=words)
+            # The read enable tied high, as the engine's requantizer keeps it.
+            m.d.comb += [addr.eq(self.addr), en.eq(1), oce.eq(self.oce), self.data.eq(value)]
+            return m
+
+    types = [cell["type"] for cell in synth_ecp5_cells(Rom(), tmp_path).values()]
+    assert "DP16KD" not in types and "LUT4" in types, set(types)
+    # The data register and the two copies of the address register (not merged).
+    assert types.count("TRELLIS_FF") == 90 + 2 * 6
+
+
+def test_logic_rom_rejects_bad_depth():
+    for depth in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match=rf"depth of a logic ROM must be a positive "
+                                             rf"integer, not {depth!r}"):
+            m = Module()
+            try:
+                logic_rom(m, "rom", shape=8, depth=depth, init=[])
+            finally:
+                Fragment.get(m, None)       # used: no UnusedElaboratable warning

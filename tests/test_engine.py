@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
+from amaranth.hdl import ClockDomain, Fragment, Module
 
 from qmac.hw.config import LayerConfig
 from qmac.hw.engine import LayerEngine
@@ -261,3 +261,110 @@ def test_engine_split_requant_product():
     expected = check_engine_outputs(cfg, x, w, M, B, S, got)
     assert np.any((expected.y > cfg.y_min) & (expected.y < cfg.y_max))
     assert measure_latency(dut, beats.engine_beats(cfg, x[:1])) == dut.latency
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS[1:3], ids=engine_id)
+def test_engine_logic_param_rom(cfg):
+    """The requantizer's parameters in a ROM in logic (``param_rom="logic"``, the default on
+    ECP5 for a shallow parameter memory): the same outputs and latency as the golden model and
+    the block-RAM form."""
+    x, w, M, B, S = engine_problem(cfg, 4, 4)
+    dut = LayerEngine(cfg, w, M, B, S, param_rom="logic")
+    assert dut.param_rom == "logic"
+    got = stream_test(dut, beats.engine_beats(cfg, x), len(x) * cfg.out_beats, seed=4,
+                      cycles=dut.cycles(len(x)))
+    check_engine_outputs(cfg, x, w, M, B, S, got)
+    block = LayerEngine(cfg, w, M, B, S)
+    assert block.param_rom == "block" and block.latency == dut.latency
+    assert measure_latency(dut, beats.engine_beats(cfg, x[:1])) == dut.latency
+    Fragment.get(block, None)               # used: no UnusedElaboratable warning
+
+
+def test_engine_param_rom_default():
+    """With a plan for ECP5 the parameter memory is in logic when it has at most
+    ``LOGIC_PARAM_DEPTH`` words (the 8×8 example: 64), else in a block RAM (the 4×4 example:
+    256); a bad ``param_rom`` is refused, naming it."""
+    from pathlib import Path
+    from qmac.hw.engine import LOGIC_PARAM_DEPTH
+    from qmac.hw.multiply import plan_multipliers
+    examples = Path(__file__).parent.parent / "examples"
+    base = LayerConfig.from_toml(examples / "layer.toml")
+    w = np.load(examples / "weights.npy")
+    params = np.load(examples / "requant.npz")
+    for size, depth, rom in ((8, 64, "logic"), (4, 256, "block")):
+        cfg = base.replace(rows=size, cols=size)
+        dut = LayerEngine(cfg, w, params["M"], params["B"], params["S"],
+                          mul_plan=plan_multipliers(cfg, family="ecp5", dsp_budget=72))
+        assert dut._requant.depth == depth and dut.param_rom == rom
+        assert (depth <= LOGIC_PARAM_DEPTH) == (rom == "logic")
+        Fragment.get(dut, None)             # used: no UnusedElaboratable warning
+    cfg = base.replace(rows=8, cols=8)
+    plain = LayerEngine(cfg, w, params["M"], params["B"], params["S"])
+    assert plain.param_rom == "block"       # no ECP5 plan: the memory and a register
+    Fragment.get(plain, None)
+    with pytest.raises(ValueError, match=r"param_rom must be None, 'block' or 'logic', "
+                                         r"not 'lut'"):
+        LayerEngine(cfg, w, params["M"], params["B"], params["S"], param_rom="lut")
+
+
+def dspreg_plan(cfg):
+    """Every MAC product a registered MULT18X18D (behavioural model): a free-running array."""
+    from qmac.hw.multiply import MulPlan
+    return MulPlan(mac=(("dspreg",) * cfg.cols,) * cfg.rows, requant=("lut",) * cfg.requant_lanes)
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS[1:5], ids=engine_id)
+def test_engine_free_running_mac(cfg):
+    """The engine around a free-running MAC array (its reader's enable a flip-flop fed by the
+    array's ``i_ready_next``): exact under random stalls on both streams, long enough on the
+    output that the array's buffer fills and its ``i.ready`` falls while a beat is offered;
+    and at full rate the last output beat comes in cycle ``cycles(batch) - 1``."""
+    probe = LayerEngine(cfg, *engine_problem(cfg, 9, 1)[1:], mul_plan=dspreg_plan(cfg))
+    Fragment.get(probe, None)               # used: no UnusedElaboratable warning
+    batch = max(3, -(-(3 * probe._mac.buffer_depth + 8) // cfg.out_beats))
+    x, w, M, B, S = engine_problem(cfg, 9, batch)
+    dut = LayerEngine(cfg, w, M, B, S, mul_plan=dspreg_plan(cfg))
+    mac = dut._mac
+    assert mac.free_running
+    got, refused = [], []
+
+    async def stalled_producer(ctx):
+        rng = random.Random(1)
+        for beat in beats.engine_beats(cfg, x):
+            await stream_put(ctx, dut.i, beat, rng=rng, gap=0.1)
+
+    async def stalled_consumer(ctx):
+        rng = random.Random(2)
+        for _ in range(len(x) * cfg.out_beats):
+            got.append(await stream_get(ctx, dut.o, rng=rng, stall=0.9))
+
+    async def monitor(ctx):
+        async for _, _, ready, valid in ctx.tick().sample(mac.i.ready, mac.i.valid):
+            if valid and not ready:
+                refused.append(1)
+
+    run(dut, stalled_producer, stalled_consumer, ("background", monitor),
+        deadline=200 * dut.cycles(len(x)))
+    check_engine_outputs(cfg, x, w, M, B, S, got)
+    assert refused, "the array's i.ready never fell while a beat was offered"
+
+    dut = LayerEngine(cfg, w, M, B, S, mul_plan=dspreg_plan(cfg))
+    got, timing = [], {}
+
+    async def producer(ctx):
+        for beat in beats.engine_beats(cfg, x):
+            await stream_put(ctx, dut.i, beat)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        cycle = 0
+        while len(got) < len(x) * cfg.out_beats:
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            cycle += 1
+            if valid:
+                got.append(payload)
+        timing["cycles"] = cycle
+
+    run(dut, producer, consumer, deadline=10 * dut.cycles(len(x)))
+    check_engine_outputs(cfg, x, w, M, B, S, got)
+    assert timing["cycles"] == dut.cycles(len(x))

@@ -189,12 +189,12 @@ def test_packed_mac_array(cfg):
     plan = behavioural(ice40_plan(cfg))
     assert plan.packed and not plan.primitives
     dut = check_packed_mac(cfg, plan)
-    # Two product stages; free-running by default when dot products are at least as long as
-    # its latency (one stage more, no route registers). The latency property and its formula
+    # Two product stages; free-running by default when dot products are longer than its
+    # latency (an output buffer of two results; one stage more, no route registers). The latency property and its formula
     # stay true in both modes, and both are exact.
     free = MacArray(cfg, mul_plan=plan, free_running=True)
     stalling = MacArray(cfg, mul_plan=plan, free_running=False)
-    assert dut.free_running == (free.latency <= cfg.beats)
+    assert dut.free_running == (free.buffer_depth <= 2) == (free.latency < cfg.beats)
     assert not free.route_registers
     other = check_packed_mac(cfg, plan, seed=2, free_running=not dut.free_running)
     one = dot_product_beats(cfg, mac_stimulus(cfg, 7, 1)[:1])

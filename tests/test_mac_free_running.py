@@ -10,6 +10,7 @@ low, and gives every one of them back, in order, when the output moves again.
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from qmac.hw.config import LayerConfig
 from qmac.hw.mac_array import MacArray
@@ -50,7 +51,8 @@ STYLE_CONFIGS = [
 def test_free_running_styles(cfg, style, route):
     """Each multiplier style on the free-running path, with and without route registers:
     exact under short and long stalls (the output buffer full); one cycle more latency than
-    the stalling pipeline, and one per tree stage and one more with route registers."""
+    the stalling pipeline, and one per tree stage and one more with route registers (and one
+    for the operand registers that come with them on ``"dspreg"`` products)."""
     plan = uniform_plan(cfg, style)
     dots = mac_stimulus(cfg, 11, 10)
 
@@ -66,8 +68,12 @@ def test_free_running_styles(cfg, style, route):
     plain = MacArray(cfg, mul_plan=plan, free_running=False)
     route_stages = (cfg.cols - 1).bit_length() + 1 if route else 0
     assert dut.route_stages == route_stages
-    assert measure_latency(plain, one) + 1 + route_stages == \
-        plain.latency + 1 + route_stages == dut.latency == measure_latency(make(), one)
+    # Operand registers come with route registers on "dspreg" products (one stage).
+    operand_stages = int(route and style == "dspreg")
+    assert dut.operand_registers == bool(operand_stages) and not plain.operand_registers
+    assert measure_latency(plain, one) + 1 + route_stages + operand_stages == \
+        plain.latency + 1 + route_stages + operand_stages == dut.latency == \
+        measure_latency(make(), one)
 
 
 def dots_of(cfg, count, seed):
@@ -96,7 +102,7 @@ def test_free_running_full_rate(cfg):
     plan = uniform_plan(cfg, "dspreg")
     dut = MacArray(cfg, mul_plan=plan)
     assert dut.free_running
-    assert dut.buffer_depth == 1 + -(-dut.latency // cfg.beats)
+    assert dut.buffer_depth == 1 + -(-(dut.latency + 1) // cfg.beats)
     dots = dots_of(cfg, 24, cfg.beats)
     beats_in = dot_product_beats(cfg, dots)
     waits, got = [], []
@@ -177,3 +183,45 @@ def test_route_registers_latency(cols, levels_per_stage):
     assert measure_latency(make(), one) == dut.latency
     dots = mac_stimulus(cfg, 13, 8)
     check_outputs(cfg, dots, stream_test(dut, dot_product_beats(cfg, dots), len(dots), seed=13))
+
+
+@pytest.mark.parametrize("free_running", [True, False], ids=["free", "enable"])
+@pytest.mark.parametrize("cfg, style", [pytest.param(cfg, style, id=f"{cfg_id(cfg)}-{style}")
+                                        for cfg, styles in STYLE_CONFIGS for style in styles])
+def test_operand_registers(cfg, style, free_running):
+    """Operand registers before the products, with each multiplier style, free-running (with
+    route registers) or under the global enable: exact under stalls, and one stage of latency
+    more than without them, measured."""
+    plan = uniform_plan(cfg, style)
+    dots = mac_stimulus(cfg, 17, 6)
+
+    def make(operands):
+        return MacArray(cfg, mul_plan=plan, free_running=free_running,
+                        route_registers=free_running, operand_registers=operands)
+
+    dut = make(True)
+    assert dut.operand_registers
+    check_outputs(cfg, dots, stream_test(dut, dot_product_beats(cfg, dots), len(dots), seed=17,
+                                         gap=0.3, stall=0.5))
+    one = dot_product_beats(cfg, mac_stimulus(cfg, 7, 1)[:1])
+    without = make(False)
+    assert not without.operand_registers
+    assert measure_latency(without, one) + 1 == without.latency + 1 == dut.latency == \
+        measure_latency(make(True), one)
+
+
+def test_operand_registers_default():
+    """Operand registers come by default with route registers on ``"dspreg"`` products only
+    (their DSP blocks may sit far from what feeds ``i``)."""
+    cfg = STYLE_CONFIGS[0][0]
+
+    def operand_registers(style, **options):
+        dut = MacArray(cfg, mul_plan=uniform_plan(cfg, style), **options)
+        Fragment.get(dut, None)             # used: no UnusedElaboratable warning
+        return dut.operand_registers
+
+    assert operand_registers("dspreg")
+    assert not operand_registers("dspreg", route_registers=False)
+    assert not operand_registers("dspreg", free_running=False)
+    for style in ("lut", "dsp", "dsp2"):
+        assert not operand_registers(style, free_running=True, route_registers=True)
