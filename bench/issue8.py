@@ -177,6 +177,13 @@ def requant_share(result):
         else None
 
 
+def mapped_with_abc(result):
+    """Whether Yosys 0.70's ``abc9`` failed on the flat or the per-block synthesis of
+    ``result`` and its LUTs were mapped with ``abc``."""
+    return result.get("lut_mapper") == "abc" or \
+        (result.get("blocks") or {}).get("lut_mapper") == "abc"
+
+
 def requant_dsps(result):
     return (result.get("blocks") or {}).get("requantizer", {}).get("dsps")
 
@@ -475,10 +482,10 @@ def table(rows, results):
         today_text = format_value(today, row.unit)
         if today is None and why:
             today_text = "- (" + why[0].split(":")[-1].strip()[:60] + ")"
-        if any(results[k].get("lut_mapper") == "abc" for k in row.today):
+        if any(mapped_with_abc(results[k]) for k in row.today):
             today_text += " (abc)"
         reached_text = format_value(reached, row.unit)
-        if any(results[k].get("lut_mapper") == "abc" for k in row.reached):
+        if any(mapped_with_abc(results[k]) for k in row.reached):
             reached_text += " (abc)"
         lines.append((row.target, row.measure, row.goal, reached_text, today_text, ratio,
                       "met" if row.check(reached, today) else "NOT met"))
@@ -496,4 +503,5 @@ def print_table(lines, seeds):
     print(f"\nFmax: nextpnr, median over seeds {seeds}, fair-timing harness. Before: qmac at "
           f"{baseline.BASELINE_COMMIT} (before issue 8), rebuilt and measured in this run. "
           f"(abc): LUTs mapped with abc, because Yosys 0.70's abc9 failed on the design "
-          f"(qmac.synth does that by itself).")
+          f"or, for per-block figures, on its hierarchical synthesis (qmac.synth does that "
+          f"by itself).")

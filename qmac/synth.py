@@ -450,6 +450,8 @@ def _implemented(stat, yosys_seconds, rtlil_text, target, workdir, *, seed, freq
                                               progress=progress, hierarchy=True)
         result["times_s"]["yosys_hierarchy"] = round(hier_seconds, 2)
         result["blocks"] = _blocks(hier, target.family)
+        # "abc" when Yosys 0.70's abc9 failed on the hierarchical run (it falls back by itself).
+        result["blocks"]["lut_mapper"] = hier.get("mapper", "abc9")
     problems = _fit_problems(needs, target.available, target)
     if problems:
         result["fits"] = False
@@ -860,7 +862,9 @@ def format_report(result):
     blocks = result.get("blocks")
     if blocks:
         lines.append("")
-        lines.append("  area per block (hierarchy kept; see 'method' in the JSON):")
+        fallback = "; LUTs mapped with abc, abc9 failed on it" \
+            if blocks.get("lut_mapper") == "abc" else ""
+        lines.append(f"  area per block (hierarchy kept{fallback}; see 'method' in the JSON):")
         lines.append(f"  {'block':<18}" + "".join(f"{_RESOURCE_NAMES[k]:>12}" for k in
                                                   ("luts", "ffs", "carries", "dsps", "brams")))
         for block in ("mac_array", "requantizer", "memories_control", "harness"):
