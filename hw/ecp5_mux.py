@@ -54,9 +54,9 @@ def _mux4_bit(m, name, bits, sel):
 
 def lut_mux(m, name, values, index, *, primitive):
     """``values[index]`` as an unsigned value as wide as the widest (an index past the end
-    gives zero or one of the values): with ``primitive`` (ECP5 synthesis) the two low bits of ``index`` choose through
-    ``LUT4`` + ``PFUMX`` slices (four values per slice and bit; fewer are padded with zeros),
-    the rest through :func:`mux_tree`; else :func:`mux_tree` alone."""
+    gives zero or one of the values): with ``primitive`` (ECP5 synthesis) the two low bits of
+    ``index`` choose through ``LUT4`` + ``PFUMX`` slices (four values per slice and bit; fewer
+    are padded with zeros), the rest through :func:`mux_tree`; else :func:`mux_tree` alone."""
     values = [Value.cast(v) for v in values]
     if not primitive or len(values) <= 2:
         return mux_tree(values, index)

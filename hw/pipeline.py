@@ -35,14 +35,17 @@ def output_enable(m, o, *, ready_next=None):
     return en, out_valid
 
 
-def stage(m, en, prefix, *, reset_less=False, **values):
+def stage(m, en, prefix, *, reset_less=False, init=None, **values):
     """Register each of ``values`` while ``en`` is high (one pipeline stage of side-band
     signals). Returns the registers in the same order, named ``{prefix}_{key}``; with
     ``reset_less``, they have no reset (data that means something only beside a valid bit that
-    has one: fewer flip-flops on the high fan-out reset net)."""
+    has one: fewer flip-flops on the high fan-out reset net). ``init`` maps keys to initial
+    values (default: the shape's own)."""
+    init = init or {}
     registers = []
     for key, value in values.items():
-        register = Signal(value.shape(), name=f"{prefix}_{key}", reset_less=reset_less)
+        register = Signal(value.shape(), name=f"{prefix}_{key}", reset_less=reset_less,
+                          **({"init": init[key]} if key in init else {}))
         with m.If(en):
             m.d.sync += register.eq(value)
         registers.append(register)

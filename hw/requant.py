@@ -462,10 +462,10 @@ class FoldRequantizer(wiring.Component):
 
     def _shift_clamp(self, full, sel, drop=0):
         """``clamp(full >> shifts[sel])``, as :func:`clamp_output` of the shifted value, in two
-        parts with a register between them: returns ``(parts, finish)``, the values to register
-        (a dict; a value may be a pair ``(value, init)``, its register's initial value, so that
-        a synchronous set can use the flip-flops' own set: on ECP5 the set value is the initial
-        one) and the function of the registered ones that gives the result.
+        parts with a register between them: returns ``(parts, init, finish)``, the values to
+        register (a dict), their registers' initial values where not 0 (so that a synchronous
+        set can use the flip-flops' own set: on ECP5 the set value is the initial one) and the
+        function of the registered ones that gives the result.
 
         The clamp needs, per shift ``s``, the ``k`` or ``k + 1`` bits from ``s`` up (the window)
         and whether the bits above them are all equal to the sign (one "all" and one "any"
@@ -501,17 +501,16 @@ class FoldRequantizer(wiring.Component):
             inside = [all_from[s + k] | ~any_from[s + k] if s + k < width - 1 else Const(1, 1)
                       for s in shifts]
             parts = {"window": pick(windows).as_signed(), "inside": pick(inside), "sign": sign}
-            return parts, lambda r: Mux(r["inside"], r["window"],
-                                        Mux(r["sign"], cfg.y_min, cfg.y_max))
+            return parts, {}, lambda r: Mux(r["inside"], r["window"],
+                                            Mux(r["sign"], cfg.y_min, cfg.y_max))
         assert cfg.y_min == 0
         any_from = suffix(lambda a, b: a | b, width - 1)           # below the sign bit
         windows = [Cat(*(bit(s + i) for i in range(k))) for s in shifts]
         above = [any_from[s + k] if s + k < width - 1 else Const(0, 1) for s in shifts]
         # y_max is all ones: the register of the first part takes it as a synchronous set
         # (the flip-flops' own), the output register takes 0 as a synchronous reset.
-        parts = {"window": (Mux(pick(above), cfg.y_max, pick(windows)), cfg.y_max),
-                 "sign": sign}
-        return parts, lambda r: Mux(r["sign"], 0, r["window"])
+        parts = {"window": Mux(pick(above), cfg.y_max, pick(windows)), "sign": sign}
+        return parts, {"window": cfg.y_max}, lambda r: Mux(r["sign"], 0, r["window"])
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -724,15 +723,10 @@ class FoldRequantizer(wiring.Component):
         finishes, clamped = [], []
         for lane in range(lanes):
             full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
-            parts, finish = self._shift_clamp(full, s2_selects[lane], drop)
-            registers = {}
-            for key, value in dict(parts, overflow=s2_flags[lane]).items():
-                value, init = value if isinstance(value, tuple) else (value, 0)
-                registers[key] = Signal(value.shape(), name=f"clamp_{lane}_{key}", init=init,
-                                        reset_less=True)
-                with m.If(en):
-                    m.d.sync += registers[key].eq(value)
-            clamped.append(registers)
+            parts, init, finish = self._shift_clamp(full, s2_selects[lane], drop)
+            parts["overflow"] = s2_flags[lane]
+            clamped.append(dict(zip(parts, stage(m, en, f"clamp_{lane}", reset_less=True,
+                                                 init=init, **parts))))
             finishes.append(finish)
         s2_valid, s2_group, s2_last = stage(
             m, en, "clamp", valid=s2_valid, group=s2_group, last=s2_last)
