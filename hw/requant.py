@@ -517,8 +517,12 @@ class FoldRequantizer(wiring.Component):
         lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
         m = Module()
 
-        en, out_valid = output_enable(
-            m, self.o, ready_next=self.o_ready_next if self.registered_enable else None)
+        # Copies of the enable (flip-flops of their own with ``registered_enable``): one for
+        # the parameter address and memory, one per lane, so that no enable net spans the unit.
+        en, out_valid, copies = output_enable(
+            m, self.o, ready_next=self.o_ready_next if self.registered_enable else None,
+            copies=lanes + 1)
+        param_en, lane_en = copies[0], copies[1:]
         busy = Signal()                      # the buffer holds a fold with steps left
         accept = Signal()
         issue = Signal()
@@ -569,23 +573,28 @@ class FoldRequantizer(wiring.Component):
             m.d.sync += fold.eq(Mux(fold == cfg.out_beats - 1, 0, fold + 1))
 
         # The parameter word of the current step and digit, `(fold·groups + group)·digits +
-        # digit`; the read port is addressed with its next value (the word plus `issue`), so
-        # its data always belongs to the current one. When `digits`, `groups` and the folds
-        # are powers of two the word is the counters side by side (an adder of `issue`, which
-        # wraps with the counters), else a counter of its own.
+        # digit`; the read port is addressed with its next value (`word_after`, a register that
+        # is always the word after `word`, while a step is issued), so its data always belongs
+        # to the current one, and no adder stands on the path of the enable. When `digits`,
+        # `groups` and the folds are powers of two the word is the counters side by side, else
+        # a counter of its own.
         fields = [(digit, digits), (group, groups), (fold, cfg.out_beats)]
         words = cfg.out_beats * groups * digits
+        word_after = Signal(range(self.depth), init=1 % words, name="param_word_after")
+        param_issue = Signal()
         if words > 1 and all(count & (count - 1) == 0 for _, count in fields):
             word = Cat(*(counter[:(count - 1).bit_length()] for counter, count in fields))
-            m.d.comb += self.params.addr.eq(word + issue)
+            with m.If(param_issue):
+                m.d.sync += word_after.eq(word_after + 1)     # wraps with the counters
         else:
             word = Signal(range(self.depth), name="param_word")
-            word_next = Signal(range(self.depth), name="param_word_next")
-            m.d.comb += [
-                word_next.eq(Mux(issue, Mux(word == words - 1, 0, word + 1), word)),
-                self.params.addr.eq(word_next),
-            ]
-            m.d.sync += word.eq(word_next)
+            with m.If(param_issue):
+                m.d.sync += [word.eq(word_after),
+                             word_after.eq(Mux(word_after == words - 1, 0, word_after + 1))]
+        m.d.comb += [
+            param_issue.eq(busy & param_en),
+            self.params.addr.eq(Mux(param_issue, word_after, word)),
+        ]
         params = self.params.data
 
         # -- the buffered fold ---------------------------------------------------------------
@@ -609,9 +618,9 @@ class FoldRequantizer(wiring.Component):
                    group=cur_group, last=group_last & (fold == cfg.out_beats - 1))
         operands = []
         if self.registered_params:
-            # The memory's own output register, enabled by `en`, is this stage for the
-            # parameter fields.
-            m.d.comb += self.params_oce.eq(en)
+            # The memory's own output register, enabled by the parameters' copy of `en`, is
+            # this stage for the parameter fields.
+            m.d.comb += self.params_oce.eq(param_en)
         for lane in range(lanes):
             values = {"acc": channel_of(buffer_acc, lane, "channel_acc").as_signed(),
                       "digit": params.m[lane], "b": params.b[lane],
@@ -620,7 +629,7 @@ class FoldRequantizer(wiring.Component):
                 values["select"] = params.sel[lane]
             fields = ("digit", "b", "select") if self.registered_params else ()
             registered = dict(zip([k for k in values if k not in fields],
-                                  stage(m, en, f"operand_{lane}", reset_less=True,
+                                  stage(m, lane_en[lane], f"operand_{lane}", reset_less=True,
                                         **{k: v for k, v in values.items() if k not in fields})))
             operands.append({k: registered.get(k, v) for k, v in values.items()})
 
@@ -636,19 +645,19 @@ class FoldRequantizer(wiring.Component):
         trees, side = [], []
         for lane, operand in enumerate(operands):
             if self.mul_plan.requant[lane] == "lut":
-                addends = [(self._delay(m, en, f"term_{lane}_{k}_d", term,
+                addends = [(self._delay(m, lane_en[lane], f"term_{lane}_{k}_d", term,
                                         self.term_stages - 1), shift)
-                           for k, (term, shift) in enumerate(self._booth_terms(m, en, lane,
+                           for k, (term, shift) in enumerate(self._booth_terms(m, lane_en[lane], lane,
                                                                                operand))]
             else:
-                addends = self._dsp_partials(m, en, lane, operand)
-            b = self._delay(m, en, f"term_{lane}_b", operand["b"], self.term_stages)
+                addends = self._dsp_partials(m, lane_en[lane], lane, operand)
+            b = self._delay(m, lane_en[lane], f"term_{lane}_b", operand["b"], self.term_stages)
             trees.append(addends + [(b, 0)])
             values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
                 values["select"] = operand["select"]
             for k in range(self.term_stages):
-                values = dict(zip(values, stage(m, en, f"term{k or ''}_{lane}", reset_less=True,
+                values = dict(zip(values, stage(m, lane_en[lane], f"term{k or ''}_{lane}", reset_less=True,
                                                 **values)))
             side.append(values)
 
@@ -659,11 +668,11 @@ class FoldRequantizer(wiring.Component):
                             final=control[2], group=control[3], last=control[4])
             for lane in range(lanes):
                 nodes = trees[lane]
-                trees[lane] = [self._add_node(m, en, f"tree_l{level + 1}_{lane}_{k // 2}",
+                trees[lane] = [self._add_node(m, lane_en[lane], f"tree_l{level + 1}_{lane}_{k // 2}",
                                               nodes[k:k + 2])
                                for k in range(0, len(nodes), 2)]
                 values = side[lane]
-                side[lane] = dict(zip(values, stage(m, en, f"tree_l{level + 1}_{lane}",
+                side[lane] = dict(zip(values, stage(m, lane_en[lane], f"tree_l{level + 1}_{lane}",
                                                     reset_less=True, **values)))
         t_valid, t_first, t_final, t_group, t_last = control
 
@@ -679,6 +688,7 @@ class FoldRequantizer(wiring.Component):
         for lane in range(lanes):
             (digit_product, shift), = trees[lane]
             assert shift == 0
+            en_lane = lane_en[lane]
             # `base + carry` is floor(T / 2^d) for the next digit, already 0 before a first
             # digit (zeroed by its own synchronous reset, the domain reset included), so that no
             # logic stands before or after the loop adder. The adder is split at bit `d`: the
@@ -695,25 +705,26 @@ class FoldRequantizer(wiring.Component):
                 low_part.eq(base[:d] + digit_product[:d] + carry),
                 high_part.eq((base >> d) + (digit_product >> d)),
             ]
-            with m.If(ResetSignal() | (en & t_valid & t_final)):
+            with m.If(ResetSignal() | (en_lane & t_valid & t_final)):
                 m.d.sync += [base.eq(0), carry.eq(0)]
-            with m.Elif(en & t_valid):
+            with m.Elif(en_lane & t_valid):
                 m.d.sync += [base.eq(high_part), carry.eq(low_part[d])]
             # The final digit's sum, its carry resolved (one more register stage).
             final_low = Signal(d, name=f"sum_final_low_{lane}", reset_less=True)
             final_high = Signal(signed(self.loop_bits - d), name=f"sum_final_high_{lane}",
                                 reset_less=True)
             final_carry = Signal(name=f"sum_final_carry_{lane}", reset_less=True)
-            with m.If(en & t_valid):
+            with m.If(en_lane & t_valid):
                 m.d.sync += [final_low.eq(low_part[:d]), final_high.eq(high_part),
                              final_carry.eq(low_part[d])]
                 if low_bits:
                     with m.If(~t_first):
                         m.d.sync += low.eq(Cat(low[d:], final_low))
-            with m.If(en):
+            with m.If(en_lane):
                 m.d.sync += total.eq(Cat(final_low, final_high + final_carry))
-            s2 = stage(m, en, f"sum_{lane}", reset_less=True, **side[lane])
-            s2 = stage(m, en, f"total_{lane}", reset_less=True, **dict(zip(side[lane], s2)))
+            s2 = stage(m, en_lane, f"sum_{lane}", reset_less=True, **side[lane])
+            s2 = stage(m, en_lane, f"total_{lane}", reset_less=True,
+                       **dict(zip(side[lane], s2)))
             totals.append(total)
             lows.append(low)
             s2_flags.append(s2[0])
@@ -725,7 +736,7 @@ class FoldRequantizer(wiring.Component):
             full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
             parts, init, finish = self._shift_clamp(full, s2_selects[lane], drop)
             parts["overflow"] = s2_flags[lane]
-            clamped.append(dict(zip(parts, stage(m, en, f"clamp_{lane}", reset_less=True,
+            clamped.append(dict(zip(parts, stage(m, lane_en[lane], f"clamp_{lane}", reset_less=True,
                                                  init=init, **parts))))
             finishes.append(finish)
         s2_valid, s2_group, s2_last = stage(
@@ -733,7 +744,7 @@ class FoldRequantizer(wiring.Component):
 
         # -- the clamp's second part, registered without reset (for unsigned outputs its choice
         # of 0 is the flip-flops' own synchronous reset) ----------------------------------------
-        results = [stage(m, en, f"result_{lane}", reset_less=True,
+        results = [stage(m, lane_en[lane], f"result_{lane}", reset_less=True,
                          y=finishes[lane](clamped[lane]), overflow=clamped[lane]["overflow"])
                    for lane in range(lanes)]
         s2_valid, s2_group, s2_last = stage(
@@ -752,12 +763,13 @@ class FoldRequantizer(wiring.Component):
               for r in range(groups * lanes)]
         flags = [self.o.p.overflow[r] if r < cfg.rows else Signal(name=f"overflow_pad_{r}")
                  for r in range(groups * lanes)]
-        with m.If(en & s2_valid):
-            for r in range((groups - 1) * lanes):
-                m.d.sync += [ys[r].eq(ys[r + lanes]), flags[r].eq(flags[r + lanes])]
-            for lane in range(lanes):
-                r = (groups - 1) * lanes + lane
-                m.d.sync += [ys[r].eq(results[lane][0]), flags[r].eq(results[lane][1])]
+        for r in range(groups * lanes):
+            lane = r % lanes
+            with m.If(lane_en[lane] & s2_valid):
+                if r < (groups - 1) * lanes:
+                    m.d.sync += [ys[r].eq(ys[r + lanes]), flags[r].eq(flags[r + lanes])]
+                else:
+                    m.d.sync += [ys[r].eq(results[lane][0]), flags[r].eq(results[lane][1])]
 
         return m
 
