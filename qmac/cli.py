@@ -246,6 +246,10 @@ def build_parser():
                             "folder under the system temp folder)")
     synth.add_argument("--no-blocks", action="store_true",
                        help="skip the hierarchical synthesis that gives the area per block")
+    synth.add_argument("--pnr-timeout", type=float, metavar="SECONDS",
+                       help="stop nextpnr after this many seconds and fail (default: no "
+                            "limit); a design near the part's limits can take long to route: "
+                            "try another --seed or a lower --freq")
     synth.set_defaults(run=_command("synth", "synth"))
     return parser
 

@@ -130,9 +130,10 @@ def _error_lines(log_text, limit=20):
     return "\n".join(lines[:limit])
 
 
-def _run(args, *, cwd, log, label, progress):
+def _run(args, *, cwd, log, label, progress, timeout=None):
     """Run one tool in ``cwd``, logging to ``cwd/log``; print progress with the elapsed time;
-    raise :class:`SynthError` with the tool's error lines when it fails."""
+    raise :class:`SynthError` with the tool's error lines when it fails, or when it runs longer
+    than ``timeout`` seconds (then it is stopped)."""
     started = time.perf_counter()
     progress(f"{label} ...")
     stop = threading.Event()
@@ -144,7 +145,10 @@ def _run(args, *, cwd, log, label, progress):
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
     try:
-        result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+        result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SynthError(f"{label} did not finish in {timeout:g} s and was stopped (log "
+                         f"{Path(cwd) / log})") from None
     finally:
         stop.set()
     elapsed = time.perf_counter() - started
@@ -286,8 +290,9 @@ def _fit_problems(needs, available, target):
 # -- nextpnr ------------------------------------------------------------------------------------
 
 def place_and_route(target, workdir, *, seed, freq, progress, constraints=None,
-                    bitstream=False):
-    """Place and route ``workdir/netlist.json``. Returns ``(report, seconds, log text)``."""
+                    bitstream=False, timeout=None):
+    """Place and route ``workdir/netlist.json``, stopping nextpnr after ``timeout`` seconds
+    (none: no limit). Returns ``(report, seconds, log text)``."""
     workdir = Path(workdir)
     args = [_tool(target.nextpnr), *target.pnr_args, "--json", "netlist.json",
             "--report", "report.json", "--seed", str(seed), "--freq", f"{freq:g}",
@@ -303,7 +308,8 @@ def place_and_route(target, workdir, *, seed, freq, progress, constraints=None,
     try:
         seconds, log_text = _run(args, cwd=workdir, log="nextpnr.log",
                                  label=f"nextpnr-{target.family} (seed {seed}, "
-                                       f"{freq:g} MHz target)", progress=progress)
+                                       f"{freq:g} MHz target)", progress=progress,
+                                 timeout=timeout)
     except SynthError as error:
         log_path = workdir / "nextpnr.log"
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -388,9 +394,11 @@ def _progress_to_stderr(message):
 
 
 def implement(component, target, workdir, *, seed=1, freq=None, progress=_progress_to_stderr,
-              blocks=False, soft_blocks=(), harness=True, allow_unfit=False, place=True):
+              blocks=False, soft_blocks=(), harness=True, allow_unfit=False, place=True,
+              pnr_timeout=None):
     """Synthesize ``component`` (inside a :class:`FairTimingHarness` unless ``harness`` is
-    false), place and route it on ``target``, and return the figures as a dict.
+    false), place and route it on ``target`` (nextpnr stopped after ``pnr_timeout`` seconds,
+    none: no limit), and return the figures as a dict.
 
     Raises
     ------
@@ -408,12 +416,13 @@ def implement(component, target, workdir, *, seed=1, freq=None, progress=_progre
                     "pins": 4} if harness else None
     return implement_rtlil(rtlil_text, target, workdir, seed=seed, freq=freq,
                            progress=progress, blocks=blocks, soft_blocks=soft_blocks,
-                           harness_info=harness_info, allow_unfit=allow_unfit, place=place)
+                           harness_info=harness_info, allow_unfit=allow_unfit, place=place,
+                           pnr_timeout=pnr_timeout)
 
 
 def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
                     progress=_progress_to_stderr, blocks=False, soft_blocks=(),
-                    harness_info=None, allow_unfit=False, place=True):
+                    harness_info=None, allow_unfit=False, place=True, pnr_timeout=None):
     """:func:`implement` of a design given as RTLIL text (top module ``top``), e.g. one that
     another version of qmac generated (``bench/baseline.py``). ``harness_info``, when given, is
     reported as the result's ``harness``."""
@@ -422,11 +431,12 @@ def implement_rtlil(rtlil_text, target, workdir, *, seed=1, freq=None,
     stat, yosys_seconds = synthesize_rtlil(rtlil_text, target, workdir, progress=progress)
     return _implemented(stat, yosys_seconds, rtlil_text, target, workdir, seed=seed, freq=freq,
                         progress=progress, blocks=blocks, soft_blocks=soft_blocks,
-                        harness_info=harness_info, allow_unfit=allow_unfit, place=place)
+                        harness_info=harness_info, allow_unfit=allow_unfit, place=place,
+                        pnr_timeout=pnr_timeout)
 
 
 def _implemented(stat, yosys_seconds, rtlil_text, target, workdir, *, seed, freq, progress,
-                 blocks, soft_blocks, harness_info, allow_unfit, place):
+                 blocks, soft_blocks, harness_info, allow_unfit, place, pnr_timeout):
     """The rest of :func:`implement_rtlil` after the flat synthesis ``stat``."""
     cell_types = _module_types(stat, next(iter(stat["modules"])))
     counts = _count(cell_types, target.family)
@@ -464,7 +474,7 @@ def _implemented(stat, yosys_seconds, rtlil_text, target, workdir, *, seed, freq
         return result
     try:
         report, pnr_seconds, log_text = place_and_route(target, workdir, seed=seed, freq=freq,
-                                                        progress=progress)
+                                                        progress=progress, timeout=pnr_timeout)
     except DoesNotFitError as error:
         result["fits"] = False
         result["fit_problems"] = [str(error)]
@@ -484,7 +494,7 @@ def _implemented(stat, yosys_seconds, rtlil_text, target, workdir, *, seed, freq
         return _implemented(stat, yosys_seconds + seconds, rtlil_text, target, workdir,
                             seed=seed, freq=freq, progress=progress, blocks=blocks,
                             soft_blocks=soft_blocks, harness_info=harness_info,
-                            allow_unfit=allow_unfit, place=place)
+                            allow_unfit=allow_unfit, place=place, pnr_timeout=pnr_timeout)
     result["times_s"]["nextpnr"] = round(pnr_seconds, 2)
     utilization = report.get("utilization", {})
     result["pnr_utilization"] = utilization
@@ -733,8 +743,9 @@ def _random_parameters(cfg, seed=0):
 
 def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, seed=1,
                freq=None, blocks=True, progress=_progress_to_stderr, allow_unfit=False,
-               place=True, thresholds=None):
-    """The ``qmac synth`` figures of the layer engine of ``cfg`` on ``target``.
+               place=True, thresholds=None, pnr_timeout=None):
+    """The ``qmac synth`` figures of the layer engine of ``cfg`` on ``target`` (nextpnr stopped
+    after ``pnr_timeout`` seconds; none: no limit).
 
     Without ``weights`` (and ``M``, ``B``, ``S``) the engine gets uniform random full-range
     parameters (seed 0); with ``requant_style = "threshold"``, random ascending thresholds
@@ -775,7 +786,7 @@ def synthesize(cfg, target, workdir, *, weights=None, M=None, B=None, S=None, se
             result = implement(engine, target, Path(workdir) / f"run{attempt}", seed=seed,
                                freq=freq, progress=progress, blocks=blocks, soft_blocks=soft,
                                allow_unfit=allow_unfit or cfg.mul_style == "auto",
-                               place=place)
+                               place=place, pnr_timeout=pnr_timeout)
         except DoesNotFitError as error:
             if error.result is not None:
                 error.result.update(_layer_fields(cfg, plan, estimate, random_parameters))
@@ -890,6 +901,10 @@ def synth(args):
         raise UserError(f"--freq must be a positive number of MHz, not {args.freq!r}")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, not {args.seed}")
+    if args.pnr_timeout is not None and \
+            not (args.pnr_timeout > 0 and math.isfinite(args.pnr_timeout)):
+        raise UserError(f"--pnr-timeout must be a positive number of seconds, not "
+                        f"{args.pnr_timeout:g}")
     cfg = load_config(args.config)
     if args.json is not None:
         check_output_file(args.json, "--json", suffixes=(".json",),
@@ -929,7 +944,7 @@ def synth(args):
     try:
         result = synthesize(cfg, target, workdir, weights=weights, M=M, B=B, S=S,
                             thresholds=thresholds, seed=args.seed, freq=args.freq,
-                            blocks=not args.no_blocks)
+                            blocks=not args.no_blocks, pnr_timeout=args.pnr_timeout)
     except DoesNotFitError as failure:
         error, result = failure, failure.result
     except SynthError as failure:        # a tool failed on a valid design: not bad input
@@ -948,7 +963,7 @@ def synth(args):
     if args.bitstream:
         try:
             path = build_bitstream(cfg, weights, M, B, S, target, workdir / "board",
-                                   seed=args.seed)
+                                   seed=args.seed, pnr_timeout=args.pnr_timeout)
         except SynthError as failure:
             print(f"qmac synth: error: {failure}", file=sys.stderr)
             return 1
@@ -958,11 +973,12 @@ def synth(args):
 
 
 def build_bitstream(cfg, weights, M, B, S, target, workdir, *, seed=1,
-                    progress=_progress_to_stderr, output_dir="."):
+                    progress=_progress_to_stderr, output_dir=".", pnr_timeout=None):
     """Build the board top of ``target`` (UART link) and pack its bitstream. Returns its path.
 
     The board's constraint file pins ``clk``, ``rx``, ``tx`` (and LEDs), and its clock is the
     timing constraint; a design that misses timing at the board clock is an error.
+    nextpnr is stopped after ``pnr_timeout`` seconds (none: no limit).
     """
     from amaranth.back import rtlil
     from qmac.hw.multiply import plan_multipliers
@@ -991,7 +1007,7 @@ def build_bitstream(cfg, weights, M, B, S, target, workdir, *, seed=1,
     shutil.copy(constraints, workdir / constraints.name)
     freq = board.clk_hz / 1e6
     place_and_route(target, workdir, seed=seed, freq=freq, progress=progress,
-                    constraints=constraints.name, bitstream=True)
+                    constraints=constraints.name, bitstream=True, timeout=pnr_timeout)
     if target.family == "ice40":
         out = f"{cfg.name}-{board.name}.bin"
         _run([_tool("yowasp-icepack"), "design.asc", out], cwd=workdir, log="icepack.log",

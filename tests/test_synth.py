@@ -313,12 +313,31 @@ def test_synth_bad_arguments(tmp_path, capsys):
     assert "invalid choice: 'ice40-hx8k'" in capsys.readouterr().err
     assert main(["synth", str(config), "--target", "ecp5-25k", "--freq", "-5"]) == 2
     assert "--freq must be a positive number of MHz, not -5" in capsys.readouterr().err
+    for bad in ("0", "-3", "nan"):
+        assert main(["synth", str(config), "--target", "ecp5-25k", "--pnr-timeout", bad]) == 2
+        assert f"--pnr-timeout must be a positive number of seconds, not {float(bad):g}" in \
+            capsys.readouterr().err
     assert main(["synth", str(config), "--target", "ecp5-25k", "--weights", "w.npy"]) == 2
     assert "give both --weights and --requant" in capsys.readouterr().err
     config.write_text(tiny(1, 2).to_toml().replace('mul_style = "auto"', 'mul_style = "fast"'))
     assert main(["synth", str(config), "--target", "ecp5-25k"]) == 2
     assert "mul_style must be one of 'auto', 'dsp', 'lut', 'pack', not 'fast'" in \
         capsys.readouterr().err
+
+
+def test_pnr_timeout_stops_nextpnr(tmp_path, capsys):
+    """``--pnr-timeout`` stops a nextpnr run that takes longer and says so; the synthesis
+    before it ran (its log is there), and a limit it keeps to changes nothing."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny(1, 2).to_toml())
+    common = ["synth", str(config), "--target", "ice40-up5k", "--no-blocks"]
+    assert main([*common, "--pnr-timeout", "0.05", "--build-dir", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "nextpnr-ice40 (seed 1, 50 MHz target) did not finish in 0.05 s and was stopped" \
+        in err
+    assert "Traceback" not in err and (tmp_path / "a" / "run0" / "yosys.log").exists()
+    assert main([*common, "--pnr-timeout", "600", "--build-dir", str(tmp_path / "b")]) == 0
+    assert "Fmax" in capsys.readouterr().out
 
 
 def test_harness_registers_the_reset():
