@@ -89,12 +89,9 @@ def test_engine_tree_pipelining():
     assert measure_latency(dut, beats.engine_beats(cfg, x)) == dut.latency
 
 
-@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
-def test_engine_cycles(cfg):
-    """At full rate (no gaps, no stalls) the last output beat comes in cycle cycles(batch) - 1."""
-    batch = 3
-    x, w, M, B, S = engine_problem(cfg, 5, batch)
-    dut = LayerEngine(cfg, w, M, B, S)
+def run_full_rate(cfg, dut, x):
+    """Run the engine beats of the vectors ``x`` through ``dut`` with no gaps and an always
+    ready consumer. Returns the output beats and the cycle (counted from 1) of the last one."""
     got, timing = [], {}
 
     async def producer(ctx):
@@ -104,16 +101,26 @@ def test_engine_cycles(cfg):
     async def consumer(ctx):
         ctx.set(dut.o.ready, 1)
         cycle = 0
-        while len(got) < batch * cfg.out_beats:
+        while len(got) < len(x) * cfg.out_beats:
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             cycle += 1
             if valid:
                 got.append(payload)
         timing["cycles"] = cycle
 
-    run(dut, producer, consumer, deadline=10 * dut.cycles(batch))
+    run(dut, producer, consumer, deadline=10 * dut.cycles(len(x)))
+    return got, timing["cycles"]
+
+
+@pytest.mark.parametrize("cfg", ENGINE_CONFIGS, ids=engine_id)
+def test_engine_cycles(cfg):
+    """At full rate (no gaps, no stalls) the last output beat comes in cycle cycles(batch) - 1."""
+    batch = 3
+    x, w, M, B, S = engine_problem(cfg, 5, batch)
+    dut = LayerEngine(cfg, w, M, B, S)
+    got, cycles = run_full_rate(cfg, dut, x)
     check_engine_outputs(cfg, x, w, M, B, S, got)
-    assert timing["cycles"] == dut.cycles(batch)
+    assert len(x) == batch and cycles == dut.cycles(batch)
     assert dut.cycles(batch) == batch * cfg.out_beats * cfg.beats + dut.latency
 
 
@@ -349,22 +356,6 @@ def test_engine_free_running_mac(cfg):
     assert refused, "the array's i.ready never fell while a beat was offered"
 
     dut = LayerEngine(cfg, w, M, B, S, mul_plan=dspreg_plan(cfg))
-    got, timing = [], {}
-
-    async def producer(ctx):
-        for beat in beats.engine_beats(cfg, x):
-            await stream_put(ctx, dut.i, beat)
-
-    async def consumer(ctx):
-        ctx.set(dut.o.ready, 1)
-        cycle = 0
-        while len(got) < len(x) * cfg.out_beats:
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            cycle += 1
-            if valid:
-                got.append(payload)
-        timing["cycles"] = cycle
-
-    run(dut, producer, consumer, deadline=10 * dut.cycles(len(x)))
+    got, cycles = run_full_rate(cfg, dut, x)
     check_engine_outputs(cfg, x, w, M, B, S, got)
-    assert timing["cycles"] == dut.cycles(len(x))
+    assert cycles == dut.cycles(len(x))
