@@ -20,27 +20,27 @@ def global_enable(m, i, o):
     return en
 
 
-def output_enable(m, o, *, ready_next=None, copies=0):
+def output_enable(m, o, *, ready_next=None, copies=None):
     """The global enable ``en = ~o.valid | o.ready`` of a pipeline whose output register is
     ``o``, and ``out_valid``, a signal the caller drives with the next ``o.valid`` (what ``o.valid``
     takes while ``en`` is high). With ``ready_next`` (``o.ready`` of the next cycle, e.g. a
     :class:`SkidBuffer`'s ``ready_next``) ``en`` is a flip-flop that always equals that
     expression, for its fan-out; else it is logic. Returns ``(en, out_valid)``, or with
-    ``copies`` ``(en, out_valid, [copy, ...])``: with ``ready_next``, flip-flops that always
-    equal ``en``, each computed from itself (``~Mux(copy, out_valid, o.valid) | ready_next``),
-    so that Yosys does not merge them with ``en`` (its ``opt_merge`` merges only cells with
-    the same inputs) and each can sit beside the part of the pipeline it enables; without,
-    ``en`` itself."""
+    ``copies`` (a count) ``(en, out_valid, [copy, ...])``: with ``ready_next``, flip-flops
+    that always equal ``en``, each computed from itself (``~Mux(copy, out_valid, o.valid) |
+    ready_next``), so that Yosys does not merge them with ``en`` (its ``opt_merge`` merges only
+    cells with the same inputs) and each can sit beside the part of the pipeline it enables;
+    without ``ready_next``, ``en`` itself."""
     en = Signal(init=1, name="enable")
     out_valid = Signal(name="out_valid")
     if ready_next is not None:
-        enables = [en] + [Signal(init=1, name=f"enable_copy{k}") for k in range(copies)]
+        enables = [en] + [Signal(init=1, name=f"enable_copy{k}") for k in range(copies or 0)]
         for copy in enables:
             m.d.sync += copy.eq(~Mux(copy, out_valid, o.valid) | ready_next)
     else:
-        enables = [en] * (1 + copies)
+        enables = [en] * (1 + (copies or 0))
         m.d.comb += en.eq(~o.valid | o.ready)
-    return (en, out_valid, enables[1:]) if copies else (en, out_valid)
+    return (en, out_valid) if copies is None else (en, out_valid, enables[1:])
 
 
 def stage(m, en, prefix, *, reset_less=False, init=None, **values):

@@ -248,6 +248,12 @@ class FoldRequantizer(wiring.Component):
     registered_params : bool
         The parameter memory has an output register (``params_oce``), so that no memory output
         drives logic; same latency.
+    enable_copies : bool
+        Copies of the global enable: one for the parameter memory's address and output
+        register, one for each lane's registers (with ``registered_enable``, flip-flops that
+        Yosys keeps apart, so that each can sit beside what it enables: for a unit spread over
+        the part, e.g. DSP lanes at whatever sites are left and a parameter table in logic),
+        and the address a choice of two registers instead of an adder after the enable.
 
     Members
     -------
@@ -283,7 +289,7 @@ class FoldRequantizer(wiring.Component):
     """
 
     def __new__(cls, cfg, shifts, *, shift_style="select", mul_plan=None,
-                registered_enable=False, registered_params=False):
+                registered_enable=False, registered_params=False, enable_copies=False):
         cls._check_shifts(cfg, shifts)
         if shift_style not in SHIFT_STYLES:
             raise ValueError(f"shift_style must be one of "
@@ -303,7 +309,7 @@ class FoldRequantizer(wiring.Component):
         return shifts
 
     def __init__(self, cfg, shifts, *, shift_style="select", mul_plan=None,
-                 registered_enable=False, registered_params=False):
+                 registered_enable=False, registered_params=False, enable_copies=False):
         self.cfg = cfg
         #: The shifts the parameters use.
         self.used_shifts = self._check_shifts(cfg, shifts)
@@ -380,6 +386,7 @@ class FoldRequantizer(wiring.Component):
         self.depth = max(2, cfg.out_beats * self.groups * self.digits)
         self.registered_enable = bool(registered_enable)
         self.registered_params = bool(registered_params)
+        self.enable_copies = bool(enable_copies)
         members = {
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
             "o": Out(stream.Signature(layouts.requant_output_layout(cfg))),
@@ -517,12 +524,12 @@ class FoldRequantizer(wiring.Component):
         lanes, groups, digits, d = self.lanes, self.groups, self.digits, self.digit_bits
         m = Module()
 
-        # Copies of the enable (flip-flops of their own with ``registered_enable``): one for
-        # the parameter address and memory, one per lane, so that no enable net spans the unit.
+        # With `enable_copies`, copies of the enable (flip-flops of their own with
+        # `registered_enable`): one for the parameter address and memory, one per lane.
         en, out_valid, copies = output_enable(
             m, self.o, ready_next=self.o_ready_next if self.registered_enable else None,
-            copies=lanes + 1)
-        param_en, lane_en = copies[0], copies[1:]
+            copies=lanes + 1 if self.enable_copies else 0)
+        param_en, lane_en = (copies[0], copies[1:]) if copies else (en, [en] * lanes)
         busy = Signal()                      # the buffer holds a fold with steps left
         accept = Signal()
         issue = Signal()
@@ -573,28 +580,39 @@ class FoldRequantizer(wiring.Component):
             m.d.sync += fold.eq(Mux(fold == cfg.out_beats - 1, 0, fold + 1))
 
         # The parameter word of the current step and digit, `(fold·groups + group)·digits +
-        # digit`; the read port is addressed with its next value (`word_after`, a register that
-        # is always the word after `word`, while a step is issued), so its data always belongs
-        # to the current one, and no adder stands on the path of the enable. When `digits`,
-        # `groups` and the folds are powers of two the word is the counters side by side, else
-        # a counter of its own.
+        # digit`; the read port is addressed with its next value (while a step is issued, of the
+        # parameters' copy of the enable), so its data always belongs to the current one. When
+        # `digits`, `groups` and the folds are powers of two the word is the counters side by
+        # side, else a counter of its own. The next value is the word plus `issue` (an adder), or
+        # with `enable_copies` a choice of the word and `word_after`, a register that is always
+        # the word after it (no adder on the path of the enable).
+        param_issue = Signal()
+        m.d.comb += param_issue.eq(busy & param_en)
         fields = [(digit, digits), (group, groups), (fold, cfg.out_beats)]
         words = cfg.out_beats * groups * digits
         word_after = Signal(range(self.depth), init=1 % words, name="param_word_after")
-        param_issue = Signal()
         if words > 1 and all(count & (count - 1) == 0 for _, count in fields):
             word = Cat(*(counter[:(count - 1).bit_length()] for counter, count in fields))
-            with m.If(param_issue):
-                m.d.sync += word_after.eq(word_after + 1)     # wraps with the counters
+            if self.enable_copies:
+                with m.If(param_issue):
+                    m.d.sync += word_after.eq(word_after + 1)     # wraps with the counters
+            else:
+                m.d.comb += self.params.addr.eq(word + param_issue)
         else:
             word = Signal(range(self.depth), name="param_word")
-            with m.If(param_issue):
-                m.d.sync += [word.eq(word_after),
-                             word_after.eq(Mux(word_after == words - 1, 0, word_after + 1))]
-        m.d.comb += [
-            param_issue.eq(busy & param_en),
-            self.params.addr.eq(Mux(param_issue, word_after, word)),
-        ]
+            if self.enable_copies:
+                with m.If(param_issue):
+                    m.d.sync += [word.eq(word_after),
+                                 word_after.eq(Mux(word_after == words - 1, 0, word_after + 1))]
+            else:
+                word_next = Signal(range(self.depth), name="param_word_next")
+                m.d.comb += [
+                    word_next.eq(Mux(param_issue, Mux(word == words - 1, 0, word + 1), word)),
+                    self.params.addr.eq(word_next),
+                ]
+                m.d.sync += word.eq(word_next)
+        if self.enable_copies:
+            m.d.comb += self.params.addr.eq(Mux(param_issue, word_after, word))
         params = self.params.data
 
         # -- the buffered fold ---------------------------------------------------------------
@@ -644,21 +662,22 @@ class FoldRequantizer(wiring.Component):
                             last=control[4])
         trees, side = [], []
         for lane, operand in enumerate(operands):
+            enable = lane_en[lane]
             if self.mul_plan.requant[lane] == "lut":
-                addends = [(self._delay(m, lane_en[lane], f"term_{lane}_{k}_d", term,
+                addends = [(self._delay(m, enable, f"term_{lane}_{k}_d", term,
                                         self.term_stages - 1), shift)
-                           for k, (term, shift) in enumerate(self._booth_terms(m, lane_en[lane], lane,
+                           for k, (term, shift) in enumerate(self._booth_terms(m, enable, lane,
                                                                                operand))]
             else:
-                addends = self._dsp_partials(m, lane_en[lane], lane, operand)
-            b = self._delay(m, lane_en[lane], f"term_{lane}_b", operand["b"], self.term_stages)
+                addends = self._dsp_partials(m, enable, lane, operand)
+            b = self._delay(m, enable, f"term_{lane}_b", operand["b"], self.term_stages)
             trees.append(addends + [(b, 0)])
             values = {"overflow": operand["overflow"]}
             if len(self.shifts) > 1:
                 values["select"] = operand["select"]
             for k in range(self.term_stages):
-                values = dict(zip(values, stage(m, lane_en[lane], f"term{k or ''}_{lane}", reset_less=True,
-                                                **values)))
+                values = dict(zip(values, stage(m, enable, f"term{k or ''}_{lane}",
+                                                reset_less=True, **values)))
             side.append(values)
 
         # -- stages 2 ..: the adder tree of each lane, a register after every level, modulo
@@ -667,12 +686,12 @@ class FoldRequantizer(wiring.Component):
             control = stage(m, en, f"tree_l{level + 1}", valid=control[0], first=control[1],
                             final=control[2], group=control[3], last=control[4])
             for lane in range(lanes):
-                nodes = trees[lane]
-                trees[lane] = [self._add_node(m, lane_en[lane], f"tree_l{level + 1}_{lane}_{k // 2}",
+                nodes, enable = trees[lane], lane_en[lane]
+                trees[lane] = [self._add_node(m, enable, f"tree_l{level + 1}_{lane}_{k // 2}",
                                               nodes[k:k + 2])
                                for k in range(0, len(nodes), 2)]
                 values = side[lane]
-                side[lane] = dict(zip(values, stage(m, lane_en[lane], f"tree_l{level + 1}_{lane}",
+                side[lane] = dict(zip(values, stage(m, enable, f"tree_l{level + 1}_{lane}",
                                                     reset_less=True, **values)))
         t_valid, t_first, t_final, t_group, t_last = control
 
@@ -736,8 +755,8 @@ class FoldRequantizer(wiring.Component):
             full = Cat(lows[lane], totals[lane]).as_signed() if low_bits else totals[lane]
             parts, init, finish = self._shift_clamp(full, s2_selects[lane], drop)
             parts["overflow"] = s2_flags[lane]
-            clamped.append(dict(zip(parts, stage(m, lane_en[lane], f"clamp_{lane}", reset_less=True,
-                                                 init=init, **parts))))
+            clamped.append(dict(zip(parts, stage(m, lane_en[lane], f"clamp_{lane}",
+                                                 reset_less=True, init=init, **parts))))
             finishes.append(finish)
         s2_valid, s2_group, s2_last = stage(
             m, en, "clamp", valid=s2_valid, group=s2_group, last=s2_last)

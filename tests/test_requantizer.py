@@ -109,9 +109,10 @@ class FoldHarness(wiring.Component):
     """A :class:`FoldRequantizer` with its parameter memory, as the layer engine builds it."""
 
     def __init__(self, cfg, M, B, S, *, shift_style="select", mul_plan=None,
-                 registered_enable=False):
+                 registered_enable=False, enable_copies=False):
         self.rq = FoldRequantizer(cfg, distinct_shifts(S), shift_style=shift_style,
-                                  mul_plan=mul_plan, registered_enable=registered_enable)
+                                  mul_plan=mul_plan, registered_enable=registered_enable,
+                                  enable_copies=enable_copies)
         self.image = self.rq.param_words(M, B, S)
         super().__init__({
             "i": In(stream.Signature(layouts.mac_output_layout(cfg))),
@@ -167,10 +168,10 @@ def fold_beats(cfg, acc, flags):
 
 
 def check_fold_requant(cfg, *, seed=2, count=40, vectors=2, shift_style="select", mul_plan=None,
-                       registered_enable=False):
+                       registered_enable=False, enable_copies=False):
     cfg, acc, M, B, S, flags = fold_problem(cfg, seed, count, vectors)
     dut = FoldHarness(cfg, M, B, S, shift_style=shift_style, mul_plan=mul_plan,
-                      registered_enable=registered_enable)
+                      registered_enable=registered_enable, enable_copies=enable_copies)
     got = stream_test(dut, fold_beats(cfg, acc, flags), vectors * cfg.out_beats, seed=seed)
     y = golden.requantize(cfg, acc, M, B, S)
     for k, out in enumerate(got):
@@ -233,6 +234,14 @@ def test_fold_requantizer_registered_enable(cfg):
     under stalls."""
     rq = check_fold_requant(cfg, seed=9, registered_enable=True)
     assert "o_ready_next" in dict(rq.signature.members)
+
+
+@pytest.mark.parametrize("cfg", FOLD_CONFIGS, ids=lambda cfg: f"K{cfg.K}-{rq_id(cfg)}")
+def test_fold_requantizer_enable_copies(cfg):
+    """Copies of the registered enable (parameters, each lane) and the parameter address as a
+    choice of two registers: the same outputs under stalls, with or without a skid buffer."""
+    for registered in (True, False):
+        check_fold_requant(cfg, seed=10, registered_enable=registered, enable_copies=True)
 
 
 @pytest.mark.parametrize("cut", [2, 5, 8, 11, 14])
