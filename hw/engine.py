@@ -146,10 +146,14 @@ class LayerEngine(wiring.Component):
             ecp5 = self._mac.mul_plan.family == "ecp5"
             self.param_rom = param_rom if param_rom is not None else \
                 "logic" if ecp5 and self._requant.depth <= LOGIC_PARAM_DEPTH else "block"
-            # A table in logic (a design whose DSPs are nearly all taken: the 8×8 example)
-            # gets the requantizer's copies of its enable, each of which can sit beside what it
-            # enables (a block RAM has a fixed site anyway). Set before elaboration.
-            self._requant.enable_copies = self.param_rom == "logic"
+            # The requantizer's copies of its enable, each of which can sit beside what it
+            # enables: with a table in logic (a design whose DSPs are nearly all taken: the 8×8
+            # example), and on iCE40, where the enable's path into the block RAM's address (an
+            # adder after it) set the UP5K example's clock in three of six placements without
+            # them. Not with an ECP5 block-RAM table: they cost the 4×4 example's requantizer 12
+            # of its 74 LUTs there. Set before elaboration.
+            self._requant.enable_copies = self.param_rom == "logic" or \
+                self._mac.mul_plan.family == "ice40"
         #: Cycles from the transfer of the last input beat of a vector (idle engine) to
         #: ``o.valid`` of its first output beat, without stalls.
         self.latency = 3 + self._mac.latency + self._requant.latency

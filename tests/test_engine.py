@@ -283,7 +283,8 @@ def test_engine_logic_param_rom(cfg):
     check_engine_outputs(cfg, x, w, M, B, S, got)
     block = LayerEngine(cfg, w, M, B, S)
     assert block.param_rom == "block" and block.latency == dut.latency
-    # With the table in logic the requantizer has copies of its enable, with the block RAM not.
+    # With the table in logic the requantizer has copies of its enable; with a block RAM (and
+    # no iCE40 plan) not.
     assert dut._requant.enable_copies and not block._requant.enable_copies
     assert measure_latency(dut, beats.engine_beats(cfg, x[:1])) == dut.latency
     Fragment.get(block, None)               # used: no UnusedElaboratable warning
