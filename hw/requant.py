@@ -590,7 +590,8 @@ class FoldRequantizer(wiring.Component):
         m.d.comb += param_issue.eq(busy & param_en)
         fields = [(digit, digits), (group, groups), (fold, cfg.out_beats)]
         words = cfg.out_beats * groups * digits
-        word_after = Signal(range(self.depth), init=1 % words, name="param_word_after")
+        if self.enable_copies:
+            word_after = Signal(range(self.depth), init=1 % words, name="param_word_after")
         if words > 1 and all(count & (count - 1) == 0 for _, count in fields):
             word = Cat(*(counter[:(count - 1).bit_length()] for counter, count in fields))
             if self.enable_copies:
@@ -707,7 +708,7 @@ class FoldRequantizer(wiring.Component):
         for lane in range(lanes):
             (digit_product, shift), = trees[lane]
             assert shift == 0
-            en_lane = lane_en[lane]
+            enable = lane_en[lane]
             # `base + carry` is floor(T / 2^d) for the next digit, already 0 before a first
             # digit (zeroed by its own synchronous reset, the domain reset included), so that no
             # logic stands before or after the loop adder. The adder is split at bit `d`: the
@@ -724,25 +725,25 @@ class FoldRequantizer(wiring.Component):
                 low_part.eq(base[:d] + digit_product[:d] + carry),
                 high_part.eq((base >> d) + (digit_product >> d)),
             ]
-            with m.If(ResetSignal() | (en_lane & t_valid & t_final)):
+            with m.If(ResetSignal() | (enable & t_valid & t_final)):
                 m.d.sync += [base.eq(0), carry.eq(0)]
-            with m.Elif(en_lane & t_valid):
+            with m.Elif(enable & t_valid):
                 m.d.sync += [base.eq(high_part), carry.eq(low_part[d])]
             # The final digit's sum, its carry resolved (one more register stage).
             final_low = Signal(d, name=f"sum_final_low_{lane}", reset_less=True)
             final_high = Signal(signed(self.loop_bits - d), name=f"sum_final_high_{lane}",
                                 reset_less=True)
             final_carry = Signal(name=f"sum_final_carry_{lane}", reset_less=True)
-            with m.If(en_lane & t_valid):
+            with m.If(enable & t_valid):
                 m.d.sync += [final_low.eq(low_part[:d]), final_high.eq(high_part),
                              final_carry.eq(low_part[d])]
                 if low_bits:
                     with m.If(~t_first):
                         m.d.sync += low.eq(Cat(low[d:], final_low))
-            with m.If(en_lane):
+            with m.If(enable):
                 m.d.sync += total.eq(Cat(final_low, final_high + final_carry))
-            s2 = stage(m, en_lane, f"sum_{lane}", reset_less=True, **side[lane])
-            s2 = stage(m, en_lane, f"total_{lane}", reset_less=True,
+            s2 = stage(m, enable, f"sum_{lane}", reset_less=True, **side[lane])
+            s2 = stage(m, enable, f"total_{lane}", reset_less=True,
                        **dict(zip(side[lane], s2)))
             totals.append(total)
             lows.append(low)
